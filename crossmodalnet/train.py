@@ -1,0 +1,150 @@
+"""``train(cfg) -> metrics``: the one code path behind ``python train.py``, the Ray Tune trainable and the
+table-reproduction scripts.
+
+Run dir contents: config.yaml, metrics.json, predictions.h5ad (test cells x proteins, measured values in
+``layers["measured"]``), split.csv, checkpoints/, csv/ (Lightning CSV logs).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import hydra
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from crossmodalnet.data.datamodule import CiteDataModule
+from crossmodalnet.data.validate import DataError
+from crossmodalnet.evaluate import extra_metrics
+
+log = logging.getLogger("crossmodalnet")
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+
+
+def build_datamodule(cfg: DictConfig) -> CiteDataModule:
+    """The data module described by ``cfg.data`` (source loaded lazily on ``setup``)."""
+    data = cfg.data
+    source_cfg = data.source
+
+    def load():
+        return hydra.utils.instantiate(source_cfg, _convert_="all")
+
+    return CiteDataModule(
+        source=load,
+        time_key=data.get("time_key"),
+        holdout_time=data.get("holdout_time"),
+        split=OmegaConf.to_container(data.split, resolve=True) if data.get("split") else None,
+        preprocess=OmegaConf.to_container(data.preprocess, resolve=True) if data.get("preprocess") else None,
+        batch_size=data.batch_size,
+        num_workers=data.get("num_workers", 0),
+        sparse_input=data.get("sparse_input", False),
+        seed=cfg.seed,
+        source_name=data.get("name"),
+    )
+
+
+def build_model(cfg: DictConfig, dm: CiteDataModule) -> L.LightningModule:
+    model = hydra.utils.instantiate(cfg.model, n_genes=dm.n_genes, n_proteins=dm.n_proteins,
+                                    time_axis=dm.time_axis.to_dict(), _convert_="all")
+    model.gene_names, model.protein_names = dm.gene_names, dm.protein_names
+    return model
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks += list(extra_callbacks or [])
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                   default_root_dir=str(run_dir))
+
+
+def predict_split(model: L.LightningModule, dm: CiteDataModule, split: str = "test") -> ad.AnnData:
+    """Predictions for one split as AnnData: cells x proteins in X, measured values in layers['measured']."""
+    part = dm.splits[split]
+    model.eval()
+    preds = []
+    with torch.inference_mode():
+        for batch in dm.loader(dm.datasets[split], shuffle=False):
+            preds.append(model(batch["x"], batch["time_weights"]))
+    pred = torch.cat(preds).numpy() if preds else np.zeros((0, dm.n_proteins), np.float32)
+    out = ad.AnnData(X=pred.astype(np.float32), obs=part.obs.copy(),
+                     var=pd.DataFrame(index=pd.Index(dm.protein_names, name="protein")))
+    out.layers["measured"] = part.obsm["protein"].to_numpy(dtype=np.float32)
+    return out
+
+
+def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[str, float]:
+    """Fit on train (early stopping on validation Pearson), test the best checkpoint, write the run dir.
+
+    ``callbacks`` are added to those of ``cfg.callbacks`` (the Ray Tune trainable passes its reporter here).
+    """
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    dm.save_split(run_dir / "split.csv")
+    model = build_model(cfg, dm)
+    trainer = build_trainer(cfg, run_dir, callbacks)
+    trainer.fit(model, datamodule=dm)
+
+    ckpt_cb = trainer.checkpoint_callback
+    best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+    if best:
+        model = type(model).load_from_checkpoint(best, map_location="cpu")
+    test_results = trainer.test(model, datamodule=dm, verbose=False)
+    metrics = {k: float(v) for k, v in (test_results[0] if test_results else {}).items()}
+    metrics.update(_training_summary(trainer))
+    metrics.update(extra_metrics(model, dm, cfg))
+    predictions = predict_split(model, dm, "test")
+    predictions.write_h5ad(run_dir / "predictions.h5ad")
+    if best:
+        metrics["best_checkpoint"] = str(best)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return metrics
+
+
+def _training_summary(trainer: L.Trainer) -> dict[str, float]:
+    out = {"epochs": float(trainer.current_epoch)}
+    for cb in trainer.callbacks:
+        if isinstance(cb, L.pytorch.callbacks.EarlyStopping) and cb.best_score is not None:
+            out["val/best_pearson_cell"] = float(cb.best_score)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except DataError as err:  # bad input: one clear line, exit status 2
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float) and k.startswith("test/")}
+    print(f"test metrics: {json.dumps(shown)}")
+    print(f"run dir: {cfg.paths.output_dir}")
+    objective = cfg.get("optimized_metric")
+    return metrics.get(objective) if objective else None
+
+
+def main() -> None:
+    """Console entry point; a data/config problem ends in one clear line, not a traceback."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

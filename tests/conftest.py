@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny simulated data, the shared real-data folder, and a runner for `python train.py`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crossmodalnet.data.simulate import simulate_cite
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+def shared_data(*parts: str) -> Path:
+    """Path under ../shared/data, skipping the test (with the reason) where it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} (only in the project's shared folder)")
+    return path
+
+
+@pytest.fixture
+def tiny_adata():
+    """300 cells x 120 genes x 10 proteins over days 2, 3, 4."""
+    return simulate_cite(n_cells=300, n_genes=120, n_proteins=10, seed=1)
+
+
+def run_train(tmp_path: Path, *overrides: str, expect_ok: bool = True, timeout: int = 600):
+    """Run ``python train.py`` as a user would, in a fresh process; returns (completed process, metrics)."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, str(REPO_ROOT / "train.py"), f"hydra.run.dir={run_dir}",
+           "callbacks.progress_bar=null", *overrides]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if expect_ok:
+        assert proc.returncode == 0, f"train.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        return proc, metrics
+    return proc, None
