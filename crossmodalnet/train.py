@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from crossmodalnet.data.datamodule import CiteDataModule
 from crossmodalnet.data.validate import DataError
-from crossmodalnet.evaluate import extra_metrics
+from crossmodalnet.evaluate import extra_metrics, write_run_figures
 
 log = logging.getLogger("crossmodalnet")
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -56,6 +56,8 @@ def build_model(cfg: DictConfig, dm: CiteDataModule) -> L.LightningModule:
     model = hydra.utils.instantiate(cfg.model, n_genes=dm.n_genes, n_proteins=dm.n_proteins,
                                     time_axis=dm.time_axis.to_dict(), _convert_="all")
     model.gene_names, model.protein_names = dm.gene_names, dm.protein_names
+    pre = dm.preprocessor  # saved in the checkpoint so crossmodalnet-predict normalises new files the same way
+    model.preprocessing = {"rna": pre.rna, "target_sum": float(pre.target_sum), "time_key": dm.time_key}
     return model
 
 
@@ -111,6 +113,8 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     metrics.update(extra_metrics(model, dm, cfg))
     predictions = predict_split(model, dm, "test")
     predictions.write_h5ad(run_dir / "predictions.h5ad")
+    if cfg.get("plots", True):  # run_dir/plots: training curves, time embedding, measured vs predicted
+        write_run_figures(model, dm, run_dir, predictions)
     if best:
         metrics["best_checkpoint"] = str(best)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))

@@ -80,8 +80,11 @@ class CrossmodalNet(L.LightningModule):
         if adversary and not self.use_adversary:
             log.warning("only one time point: the discriminator (adversary) is skipped")
         self.train_steps = 0
+        self.n_discriminator_steps = 0
+        self.n_generator_steps = 0
         self.gene_names: list[str] | None = None
         self.protein_names: list[str] | None = None
+        self.preprocessing: dict | None = None  # how training genes were normalised (set by train.build_model)
         self._eval_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # -- inference ---------------------------------------------------------------------------------------------
@@ -107,8 +110,10 @@ class CrossmodalNet(L.LightningModule):
         self.train_steps += 1
         if self.is_discriminator_step(self.train_steps):
             self.discriminator_step(batch, dis_opt)
+            self.n_discriminator_steps += 1
         else:
             self.generator_step(batch, gen_opt, weight_opt)
+            self.n_generator_steps += 1
 
     def discriminator_step(self, batch: dict[str, torch.Tensor], opt) -> None:
         with torch.no_grad():
@@ -119,7 +124,7 @@ class CrossmodalNet(L.LightningModule):
         penalty = gradient_penalty(logits, z)
         loss = ce + self.hparams.dis_gradient_penalty * penalty
         opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        loss.backward()  # plain 32-bit backward, like the generator step (which sets .grad itself)
         opt.step()
         self.log_dict({"train/dis_ce": ce.detach(), "train/dis_penalty": penalty.detach()},
                       on_step=False, on_epoch=True, batch_size=batch["y"].shape[0])
@@ -236,12 +241,14 @@ class CrossmodalNet(L.LightningModule):
     # -- checkpoint metadata ------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["crossmodalnet"] = {"gene_names": self.gene_names, "protein_names": self.protein_names,
-                                       "time_axis": self.time_axis.to_dict()}
+                                       "time_axis": self.time_axis.to_dict(),
+                                       "preprocessing": self.preprocessing}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         meta = checkpoint.get("crossmodalnet", {})
         self.gene_names = meta.get("gene_names")
         self.protein_names = meta.get("protein_names")
+        self.preprocessing = meta.get("preprocessing")
 
 
 def _combine(w1: torch.Tensor, g1: torch.Tensor | None, w2: torch.Tensor, g2: torch.Tensor | None,

@@ -1,0 +1,132 @@
+"""``crossmodalnet-saliency``: which genes drive a protein, from a checkpoint and an .h5ad file.
+
+Writes, into ``--output-dir`` (default: ``<run dir of the checkpoint>/saliency``): ``saliency.csv`` (long format:
+protein, gene, saliency, abs_saliency, sd_gradient, rank), ``top_genes.csv``, per protein the top-k bar chart and
+the expression-vs-saliency scatter, and with ``--gmt`` a GSEA table and running-score plot per protein.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from crossmodalnet.data.timepoints import TimeError
+from crossmodalnet.data.validate import DataError
+from crossmodalnet.interpret.saliency import RANK_BY
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="crossmodalnet-saliency",
+                                description="Saliency of genes for proteins (paper 2.5), top genes, figures, GSEA.")
+    p.add_argument("--checkpoint", required=True, help="Lightning .ckpt written by train()")
+    p.add_argument("--input", required=True, help=".h5ad with the cells to aggregate over (never modified)")
+    p.add_argument("--protein", action="append", help="protein name (repeat for several; default: all)")
+    p.add_argument("--top", type=int, default=10, help="genes per protein in tables and figures")
+    p.add_argument("--rank-by", choices=RANK_BY, default="magnitude",
+                   help="magnitude = |sum of gradients| (paper), absolute = sum of |gradients|, signed")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--time", help="one time for every cell")
+    when.add_argument("--time-key", help="obs column with each cell's time (default: the training column)")
+    p.add_argument("--time-mode", choices=("interpolate", "nearest", "none"), default="interpolate")
+    p.add_argument("--layer", help="read genes from this layer instead of X")
+    p.add_argument("--max-cells", type=int, help="aggregate over a random subset of this many cells")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--gmt", help="gene sets (.gmt) for GSEA prerank on each protein's ranking")
+    p.add_argument("--gsea-permutations", type=int, default=200)
+    p.add_argument("--output-dir", help="default: <checkpoint's run dir>/saliency")
+    p.add_argument("--output-h5ad", help="also write a copy of the input with varm['saliency'] and uns['saliency']")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; a data problem ends in one clear line and exit status 2."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    try:
+        return _run(args)
+    except (DataError, TimeError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _default_dir(checkpoint: Path) -> Path:
+    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    return run_dir / "saliency"
+
+
+def _run(args) -> int:
+    from crossmodalnet.interpret import plots
+    from crossmodalnet.interpret.saliency import saliency
+    from crossmodalnet.predict import load_model
+
+    inp = Path(args.input).expanduser()
+    if not inp.is_file():
+        raise DataError(f"input file not found: {inp}")
+    if args.output_h5ad and Path(args.output_h5ad).expanduser().resolve() == inp.resolve():
+        raise DataError(f"--output-h5ad {args.output_h5ad} is the input file; write to a new file")
+    ckpt = Path(args.checkpoint).expanduser()
+    model = load_model(ckpt)
+    try:
+        adata = ad.read_h5ad(inp)
+    except Exception as err:
+        raise DataError(f"cannot read input file {inp} as .h5ad: {err}") from None
+    result = saliency(model, adata, args.protein, time=args.time, time_key=args.time_key,
+                      time_mode=args.time_mode, batch_size=args.batch_size, layer=args.layer,
+                      max_cells=args.max_cells, where=str(inp))
+    out = Path(args.output_dir).expanduser() if args.output_dir else _default_dir(ckpt)
+    out.mkdir(parents=True, exist_ok=True)
+    result.to_long(args.rank_by).to_csv(out / "saliency.csv", index=False)
+    top = pd.concat([result.top(p, args.top, args.rank_by) for p in result.proteins], ignore_index=True)
+    top.to_csv(out / "top_genes.csv", index=False)
+    with pd.option_context("display.width", 120, "display.max_rows", 60):
+        print(top[["protein", "rank", "gene", "saliency", "abs_saliency"]].to_string(index=False))
+    mean_expr = _mean_expression(adata, args.layer)
+    sim = adata.uns.get("simulation", {})
+    coding = dict(zip(map(str, sim.get("protein_names", [])), map(str, sim.get("coding_gene", []))))
+    for protein in result.proteins[:20]:  # figures for at most 20 proteins; the tables hold all
+        tag = _safe(protein)
+        plots.plot_saliency_top(result, protein, out / f"saliency_top_{tag}.png", args.top, args.rank_by)
+        highlight = [g for g in (coding.get(protein, protein),) if g in mean_expr.index]
+        plots.plot_expression_vs_saliency(result, mean_expr, protein, out / f"expression_vs_saliency_{tag}.png",
+                                          args.top, args.rank_by, highlight)
+        if args.gmt:
+            _gsea(result, protein, args, out / f"gsea_{tag}")
+    if args.output_h5ad:
+        result.add_to(adata, k=args.top, by=args.rank_by)
+        adata.write_h5ad(Path(args.output_h5ad).expanduser())
+    print(f"saliency of {len(result.proteins)} proteins over {result.n_cells} cells written to {out}")
+    return 0
+
+
+def _mean_expression(adata: ad.AnnData, layer: str | None) -> pd.Series:
+    x = adata.layers[layer] if layer else adata.X
+    mean = np.asarray(x.mean(0)).ravel() if sp.issparse(x) else np.asarray(x).mean(0)
+    return pd.Series(mean, index=adata.var_names.astype(str))
+
+
+def _gsea(result, protein: str, args, stem: Path) -> None:
+    from crossmodalnet.interpret import plots
+    from crossmodalnet.interpret.gsea import gsea_prerank
+
+    res = gsea_prerank(result.ranking(protein, args.rank_by), args.gmt, permutation_num=args.gsea_permutations)
+    res.table.to_csv(f"{stem}.csv", index=False)
+    plots.plot_gsea_running_score(res, res.table["term"].iloc[0], f"{stem}.png")
+    print(f"GSEA {protein}: top set {res.table['term'].iloc[0]!r} (NES {res.table['nes'].iloc[0]:.2f}, "
+          f"FDR {res.table['fdr'].iloc[0]:.3g})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

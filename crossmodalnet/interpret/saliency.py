@@ -1,0 +1,266 @@
+"""Saliency (paper 2.5): gamma_j = sum over cells i of d yhat_ij / d x_i, a gene ranking for each protein.
+
+In eval mode (BatchNorm on running statistics, no dropout) cells do not interact, so the gradient of
+``sum_i yhat_ij`` with respect to a whole batch ``X`` holds every cell's own gradient in its rows. One backward
+pass per batch, vectorised over the selected proteins with ``is_grads_batched`` (vmap), gives all of them:
+no Python loop over cells. Besides the signed sum we keep the sum of absolute per-cell gradients and their
+spread over cells (for error bars).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from crossmodalnet.data.validate import DataError
+from crossmodalnet.models.network import first_layer
+
+RANK_BY = ("magnitude", "absolute", "signed")
+# floats held by one (proteins x cells x genes) gradient block; proteins are chunked to stay under it
+GRADIENT_BUDGET = 2**25
+
+
+def protein_indices(protein_names: Sequence[str], proteins: str | Iterable[str] | None) -> list[int]:
+    """Indices of the requested proteins (None = all); an unknown name is an error that lists a few known ones."""
+    names = [str(p) for p in protein_names]
+    if proteins is None:
+        return list(range(len(names)))
+    wanted = [proteins] if isinstance(proteins, str) else [str(p) for p in proteins]
+    lookup = {p: i for i, p in enumerate(names)}
+    unknown = [p for p in wanted if p not in lookup]
+    if unknown:
+        raise DataError(f"unknown protein {unknown[0]!r}: the model predicts {len(names)} proteins, e.g. "
+                        f"{names[:8]}")
+    return [lookup[p] for p in wanted]
+
+
+def _selector(out: torch.Tensor, proteins: Sequence[int]) -> torch.Tensor:
+    """One-hot grad_outputs, (proteins, cells, outputs): row k picks protein proteins[k] in every cell."""
+    k = len(proteins)
+    select = torch.zeros((k, *out.shape), dtype=out.dtype)
+    select[torch.arange(k), :, torch.as_tensor(list(proteins))] = 1.0
+    return select
+
+
+def batch_gradients(module: nn.Module, x: torch.Tensor, time_weights: torch.Tensor | None,
+                    proteins: Sequence[int]) -> torch.Tensor:
+    """Per-cell gradients d yhat_ij / d x_i, shape (len(proteins), cells, genes), for one batch.
+
+    ``module(x, time_weights)`` must treat cells independently (call it in eval mode).
+    """
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = module(x, time_weights)
+        (grads,) = torch.autograd.grad(out, x, grad_outputs=_selector(out, proteins), is_grads_batched=True)
+    return grads
+
+
+def _network(module: nn.Module):
+    """The CrossmodalNetwork inside ``module`` (or None for any other model)."""
+    net = getattr(module, "network", module)
+    return net if all(hasattr(net, a) for a in ("input_layer", "encoder_rest", "decode")) else None
+
+
+def hidden_gradients(net, x: torch.Tensor, time_weights: torch.Tensor | None,
+                     proteins: Sequence[int]) -> torch.Tensor:
+    """d yhat_ij / d h_i at the first layer's output h = x W^T + b, shape (proteins, cells, latent).
+
+    Since d h_i / d x_i = W, the gene gradients are these times W: backpropagating only through the
+    (latent-sized) upper layers and multiplying by W once is much cheaper than a backward pass per protein
+    through the (gene-sized) first layer.
+    """
+    with torch.no_grad():
+        h0 = first_layer(x, net.input_layer)
+    h = h0.requires_grad_(True)
+    with torch.enable_grad():
+        out = net.decode(net.encoder_rest(h), time_weights)
+        (grads,) = torch.autograd.grad(out, h, grad_outputs=_selector(out, proteins), is_grads_batched=True)
+    return grads
+
+
+@dataclass
+class SaliencyAccumulator:
+    """Running sums over batches of cells: signed, absolute and squared per-cell gradients.
+
+    With ``per_cell=False`` only the signed sum (gamma) is kept; absolute and squares stay NaN.
+    """
+
+    n_proteins: int
+    n_genes: int
+    per_cell: bool = True
+    n_cells: int = 0
+    signed: np.ndarray = field(init=False)
+    absolute: np.ndarray = field(init=False)
+    squares: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        shape = (self.n_proteins, self.n_genes)
+        self.signed = np.zeros(shape, np.float64)
+        fill = 0.0 if self.per_cell else np.nan
+        self.absolute, self.squares = np.full(shape, fill), np.full(shape, fill)
+
+    def add(self, rows: slice, grads: torch.Tensor) -> None:
+        """Add per-cell gene gradients (proteins, cells, genes)."""
+        self.signed[rows] += grads.sum(1).double().numpy()
+        if self.per_cell:
+            self.absolute[rows] += grads.abs().sum(1).double().numpy()
+            self.squares[rows] += grads.square().sum(1).double().numpy()
+
+    def add_signed(self, rows: slice, signed: torch.Tensor) -> None:
+        self.signed[rows] += signed.double().numpy()
+
+    def std(self) -> np.ndarray:
+        n = max(self.n_cells, 1)
+        mean = self.signed / n
+        return np.sqrt(np.clip(self.squares / n - mean**2, 0, None))
+
+
+def saliency_from_batches(module: nn.Module, batches: Iterable[tuple[np.ndarray, np.ndarray | None]],
+                          proteins: Sequence[int], n_genes: int, per_cell: bool = True) -> SaliencyAccumulator:
+    """Accumulate saliency over ``(dense genes block, time weights block or None)`` batches.
+
+    ``per_cell=False`` keeps only gamma (the signed sum), which for a CrossmodalNet costs about one forward
+    pass per batch: cheap enough for every training run's metrics.
+    """
+    acc = SaliencyAccumulator(len(proteins), n_genes, per_cell)
+    net = _network(module)
+    was_training = module.training
+    module.eval()
+    try:
+        for x, tw in batches:
+            x_t = torch.as_tensor(np.asarray(x, dtype=np.float32))
+            tw_t = None if tw is None else torch.as_tensor(np.asarray(tw, dtype=np.float32))
+            b = x_t.shape[0]
+            if b == 0:
+                continue
+            width = net.input_layer.out_features if net is not None else n_genes
+            per_protein = b * (max(width, n_genes) if per_cell else width)   # floats held per protein
+            chunk = max(1, GRADIENT_BUDGET // per_protein)
+            for lo in range(0, len(proteins), chunk):
+                sel = list(proteins[lo:lo + chunk])
+                rows = slice(lo, lo + len(sel))
+                if net is None:
+                    acc.add(rows, batch_gradients(module, x_t, tw_t, sel))
+                    continue
+                g_h = hidden_gradients(net, x_t, tw_t, sel)                # (k, b, latent)
+                weight = net.input_layer.weight.detach()                   # (latent, genes)
+                if per_cell:
+                    acc.add(rows, torch.matmul(g_h, weight))
+                else:
+                    acc.add_signed(rows, g_h.sum(1) @ weight)
+            acc.n_cells += b
+    finally:
+        module.train(was_training)
+    return acc
+
+
+@dataclass
+class SaliencyResult:
+    """Saliency of genes for proteins; each table is proteins x genes.
+
+    ``signed``: gamma_j = sum_i d yhat_ij / d x_i (the paper's definition); ``absolute``: sum_i |d yhat_ij / d x_i|;
+    ``std``: standard deviation of the per-cell gradient over cells.
+    """
+
+    signed: pd.DataFrame
+    absolute: pd.DataFrame
+    std: pd.DataFrame
+    n_cells: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def proteins(self) -> list[str]:
+        return list(self.signed.index)
+
+    def scores(self, by: str = "magnitude") -> pd.DataFrame:
+        """Ranking scores: ``magnitude`` = |gamma_j| (default), ``absolute`` = sum of |gradients|, ``signed``."""
+        if by not in RANK_BY:
+            raise ValueError(f"rank by one of {RANK_BY}, got {by!r}")
+        return {"magnitude": self.signed.abs(), "absolute": self.absolute, "signed": self.signed}[by]
+
+    def ranking(self, protein: str, by: str = "magnitude") -> pd.Series:
+        """All genes for one protein, highest score first."""
+        self._check(protein)
+        return self.scores(by).loc[protein].sort_values(ascending=False)
+
+    def top(self, protein: str, k: int = 10, by: str = "magnitude") -> pd.DataFrame:
+        """The ``k`` highest-ranked genes: saliency, per-cell mean and sd, 95% interval of the mean."""
+        genes = self.ranking(protein, by).index[:k]
+        n = max(self.n_cells, 1)
+        sd = self.std.loc[protein, genes].to_numpy()
+        return pd.DataFrame({
+            "protein": protein, "gene": genes, "rank": np.arange(1, len(genes) + 1),
+            "saliency": self.signed.loc[protein, genes].to_numpy(),
+            "abs_saliency": self.absolute.loc[protein, genes].to_numpy(),
+            "mean_gradient": self.signed.loc[protein, genes].to_numpy() / n,
+            "sd_gradient": sd, "ci95": 1.96 * sd / np.sqrt(n)})
+
+    def to_long(self, by: str = "magnitude") -> pd.DataFrame:
+        """Long format: one row per (protein, gene) with its rank within the protein."""
+        long = self.signed.stack().rename("saliency").to_frame()
+        long["abs_saliency"] = self.absolute.stack()
+        long["sd_gradient"] = self.std.stack()
+        long["rank"] = self.scores(by).rank(axis=1, ascending=False, method="first").astype(int).stack()
+        long.index.names = ["protein", "gene"]
+        return long.reset_index().sort_values(["protein", "rank"], ignore_index=True)
+
+    def add_to(self, adata: ad.AnnData, key: str = "saliency", k: int = 10, by: str = "magnitude") -> None:
+        """Store in ``adata``: ``varm[key]`` / ``varm[key + '_abs']`` (genes x proteins, 0 for genes the model
+        lacks) and ``uns[key]`` (proteins, number of cells, top-k genes per protein)."""
+        genes = pd.Index(adata.var_names.astype(str))
+        signed = self.signed.T.reindex(genes).fillna(0.0)
+        absolute = self.absolute.T.reindex(genes).fillna(0.0)
+        adata.varm[key] = signed.to_numpy(np.float32)
+        adata.varm[f"{key}_abs"] = absolute.to_numpy(np.float32)
+        adata.uns[key] = {"proteins": np.asarray(self.proteins, dtype=object).astype(str),
+                          "n_cells": int(self.n_cells), "rank_by": by,
+                          "top_genes": {p: np.asarray(self.ranking(p, by).index[:k]).astype(str)
+                                        for p in self.proteins}}
+
+    def _check(self, protein: str) -> None:
+        if protein not in self.signed.index:
+            raise DataError(f"unknown protein {protein!r}: saliency was computed for {self.proteins[:8]}")
+
+
+def saliency(model, adata: ad.AnnData, proteins: str | Iterable[str] | None = None, *, time: Any = None,
+             time_key: str | None = None, time_mode: str = "interpolate", batch_size: int = 256,
+             layer: str | None = None, normalize: str | None = None, min_shared: float | None = None,
+             max_cells: int | None = None, seed: int = 0, where: str = "input") -> SaliencyResult:
+    """Saliency of the checkpoint's genes for ``proteins`` (a name, a list, or None = all) over ``adata``'s cells.
+
+    Genes are aligned and normalised exactly as in :func:`crossmodalnet.predict.predict`; the time of each cell
+    is resolved the same way. ``max_cells`` takes a random subset (seeded) to bound the cost on big files.
+    """
+    from crossmodalnet.predict import _as_model, gene_source, resolve_time
+
+    model = _as_model(model)
+    idx = protein_indices(model.protein_names, proteins)
+    source = gene_source(model, adata, layer=layer, normalize=normalize, min_shared=min_shared, where=where)
+    _, weights = resolve_time(model, adata.obs, time, time_key, time_mode, "nearest", where)
+    keep = np.ones(adata.n_obs, dtype=bool)
+    if max_cells is not None and adata.n_obs > max_cells:
+        keep[:] = False
+        keep[np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False)] = True
+
+    def batches():  # consecutive blocks (bounded memory), keeping the sampled cells of each
+        for start, stop, block in source.batches(batch_size):
+            rows = np.flatnonzero(keep[start:stop])
+            if len(rows):
+                yield block[rows], (None if time_mode == "none" else weights[start + rows])
+
+    acc = saliency_from_batches(model, batches(), idx, len(model.gene_names))
+    names = [model.protein_names[i] for i in idx]
+    return result_from_accumulator(acc, names, model.gene_names,
+                                   meta={"time_mode": time_mode, "n_missing_genes": len(source.alignment.missing)})
+
+
+def result_from_accumulator(acc: SaliencyAccumulator, proteins: Sequence[str], genes: Sequence[str],
+                            meta: dict | None = None) -> SaliencyResult:
+    frame = lambda a: pd.DataFrame(a, index=pd.Index(list(proteins), name="protein"),  # noqa: E731
+                                   columns=pd.Index([str(g) for g in genes], name="gene"))
+    return SaliencyResult(frame(acc.signed), frame(acc.absolute), frame(acc.std()), acc.n_cells, meta or {})
