@@ -23,7 +23,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger("crossmodalnet")
 
@@ -291,6 +291,9 @@ def trial_base_config(cfg: DictConfig) -> dict:
     """The sweep's config resolved in the driver (``hydra:`` and ``oc.env`` interpolations are not available in a
     Ray worker), with the run dir left as :data:`TRIAL_RUN_DIR` for each trial to fill in."""
     c = copy.deepcopy(cfg)
+    if "hydra" in c:  # composed with return_hydra_config=True
+        with open_dict(c):
+            del c["hydra"]
     root = Path(str(OmegaConf.select(cfg, "paths.root_dir", default=".") or ".")).resolve()
     OmegaConf.update(c, "paths.root_dir", str(root), merge=False, force_add=True)
     OmegaConf.update(c, "paths.output_dir", TRIAL_RUN_DIR, merge=False, force_add=True)
@@ -401,7 +404,8 @@ def run_sweep(cfg: DictConfig, choices: Mapping[str, Any] | None = None) -> Swee
     from crossmodalnet import tune_results
 
     s = _settings(cfg)
-    source = f"hparams_search={(choices or {}).get('hparams_search') or 'the search space'}"
+    chosen = (choices or {}).get("hparams_search")
+    source = f"the search space hparams_search/{chosen}.yaml" if chosen else "the search space (hparams_search)"
     space = load_search_space(cfg.get("hparams_search"), cfg, source)
     out_dir = Path(cfg.paths.output_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)

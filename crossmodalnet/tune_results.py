@@ -145,6 +145,7 @@ def plot_sweep(table: pd.DataFrame, space: Mapping[str, Hyperparameter], ranking
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     names = [n for n in ranking.index if not math.isnan(ranking[n])][:n_important] or list(space)[:n_important]
     fig, axes = plt.subplots(1, 1 + len(names), figsize=(4.2 * (1 + len(names)), 3.6), squeeze=False)
@@ -159,6 +160,7 @@ def plot_sweep(table: pd.DataFrame, space: Mapping[str, Hyperparameter], ranking
     if np.isfinite(y).any():
         b = int(np.nanargmax(y) if mode == "max" else np.nanargmin(y))
         ax.scatter([x[b]], [y[b]], marker="*", s=160, color="tab:red", zorder=3, label="best")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set(xlabel="trial (in order of creation)", ylabel=metric_col, title=f"{len(order)} trials")
     ax.legend(fontsize=8)
     ok = table[metric_col].notna()

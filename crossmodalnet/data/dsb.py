@@ -35,7 +35,7 @@ _LOG_2PI = np.log(2.0 * np.pi)
 _CHUNK_ROWS = 4096
 
 
-def two_component_mixture(x: np.ndarray, max_iter: int = 200, tol: float = 1e-7) -> dict[str, np.ndarray]:
+def two_component_mixture(x: np.ndarray, max_iter: int = 500, tol: float = 1e-8) -> dict[str, np.ndarray]:
     """Fit a 1-D two-component Gaussian mixture to every row of ``x`` at once.
 
     Returns the per-row ``means`` (n, 2, sorted ascending), ``variances`` (n, 2), ``weights`` (n, 2) and
@@ -66,43 +66,47 @@ def negative_mean(x: np.ndarray) -> np.ndarray:
 def _em(x: np.ndarray, equal_var: bool, max_iter: int, tol: float) -> dict[str, np.ndarray]:
     n, m = x.shape
     row_var = x.var(axis=1)
-    floor = np.maximum(row_var * 1e-6, 1e-10)[:, None]
+    floor = np.maximum(row_var * 1e-6, 1e-10)
     # deterministic start: 1-D k-means from the quartiles (mclust starts from a hierarchical clustering)
-    means = np.quantile(x, [0.25, 0.75], axis=1).T
+    mu0, mu1 = np.quantile(x, [0.25, 0.75], axis=1)
     for _ in range(10):
-        lower = np.abs(x - means[:, :1]) <= np.abs(x - means[:, 1:])
+        lower = np.abs(x - mu0[:, None]) <= np.abs(x - mu1[:, None])
         n_lo = lower.sum(1)
-        n_hi = m - n_lo
-        mu_lo = np.where(n_lo > 0, (x * lower).sum(1) / np.maximum(n_lo, 1), means[:, 0])
-        mu_hi = np.where(n_hi > 0, (x * ~lower).sum(1) / np.maximum(n_hi, 1), means[:, 1])
-        means = np.stack([mu_lo, mu_hi], axis=1)
-    weights = np.clip(np.stack([n_lo, n_hi], axis=1) / m, 0.05, 0.95)
-    weights /= weights.sum(1, keepdims=True)
-    variances = np.repeat(np.maximum(row_var, floor[:, 0])[:, None] / 2 + 1e-12, 2, axis=1)
-    prev = np.full(n, -np.inf)
-    active = np.ones(n, dtype=bool)
-    loglik = prev
+        mu0 = np.where(n_lo > 0, (x * lower).sum(1) / np.maximum(n_lo, 1), mu0)
+        mu1 = np.where(n_lo < m, (x * ~lower).sum(1) / np.maximum(m - n_lo, 1), mu1)
+    w1 = np.clip((m - n_lo) / m, 0.05, 0.95)
+    means = np.stack([mu0, mu1], axis=1)
+    variances = np.repeat(np.maximum(row_var / 2, floor)[:, None], 2, axis=1)
+    weights = np.stack([1 - w1, w1], axis=1)
+    loglik = np.full(n, -np.inf)
+    active = np.arange(n)
     for _ in range(max_iter):
-        log_p = (np.log(weights)[:, :, None] - 0.5 * (_LOG_2PI + np.log(variances)[:, :, None])
-                 - 0.5 * (x[:, None, :] - means[:, :, None]) ** 2 / variances[:, :, None])  # (n, 2, m)
-        top = log_p.max(1, keepdims=True)
-        log_norm = top + np.log(np.exp(log_p - top).sum(1, keepdims=True))
-        loglik = log_norm.sum((1, 2))
-        resp = np.exp(log_p - log_norm)
-        nk = resp.sum(2) + 1e-12
-        new_w = nk / m
-        new_mu = (resp * x[:, None, :]).sum(2) / nk
-        sq = (resp * (x[:, None, :] - new_mu[:, :, None]) ** 2).sum(2)
-        new_var = np.repeat((sq.sum(1) / m)[:, None], 2, axis=1) if equal_var else sq / nk
-        new_var = np.maximum(new_var, floor)
-        upd = active[:, None]
-        weights = np.where(upd, new_w, weights)
-        means = np.where(upd, new_mu, means)
-        variances = np.where(upd, new_var, variances)
-        converged = np.abs(loglik - prev) <= tol * np.maximum(1.0, np.abs(loglik))
-        active &= ~converged
-        prev = loglik
-        if not active.any():
+        xa, mu, var, w = x[active], means[active], variances[active], weights[active]
+        lp0 = np.log(w[:, :1]) - 0.5 * (_LOG_2PI + np.log(var[:, :1])) - 0.5 * (xa - mu[:, :1]) ** 2 / var[:, :1]
+        lp1 = np.log(w[:, 1:]) - 0.5 * (_LOG_2PI + np.log(var[:, 1:])) - 0.5 * (xa - mu[:, 1:]) ** 2 / var[:, 1:]
+        log_norm = np.logaddexp(lp0, lp1)
+        ll = log_norm.sum(1)
+        r1 = np.exp(lp1 - log_norm)
+        r0 = 1.0 - r1
+        n1 = r1.sum(1) + 1e-12
+        n0 = r0.sum(1) + 1e-12
+        m0 = (r0 * xa).sum(1) / n0
+        m1 = (r1 * xa).sum(1) / n1
+        s0 = (r0 * (xa - m0[:, None]) ** 2).sum(1)
+        s1 = (r1 * (xa - m1[:, None]) ** 2).sum(1)
+        fl = floor[active]
+        if equal_var:
+            v = np.maximum((s0 + s1) / m, fl)
+            v0 = v1 = v
+        else:
+            v0, v1 = np.maximum(s0 / n0, fl), np.maximum(s1 / n1, fl)
+        converged = np.abs(ll - loglik[active]) <= tol * np.maximum(1.0, np.abs(ll))
+        loglik[active] = ll
+        means[active] = np.stack([m0, m1], axis=1)
+        variances[active] = np.stack([v0, v1], axis=1)
+        weights[active] = np.stack([n0, n1], axis=1) / m
+        active = active[~converged]
+        if active.size == 0:
             break
     n_params = 4 if equal_var else 5
     bic = -2.0 * loglik + n_params * np.log(m)

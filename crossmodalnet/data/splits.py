@@ -72,7 +72,9 @@ def holdout_split(times: Sequence[Any], holdout_time: Any, train: float = 0.8, v
     if is_held.all():
         raise DataError(f"holdout_time={holdout_time!r} holds out every cell: nothing is left to train on")
     rest = np.flatnonzero(~is_held)
-    inner = stratified_split(labels.iloc[rest].tolist(), train=train, val=val, test=0.0, seed=seed)
+    # the test share goes to the held-out time; train/val keep their ratio (80:5 by default)
+    inner = stratified_split(labels.iloc[rest].tolist(), train=train / (train + val), val=val / (train + val),
+                             test=0.0, seed=seed)
     return Split(train=rest[inner.train], val=rest[inner.val], test=np.flatnonzero(is_held).astype(np.int64))
 
 
