@@ -217,3 +217,18 @@ def test_invalid_hyperparameters_are_rejected():
         make_model(learning_step=1)
     with pytest.raises(ValueError, match="gradnorm_mode"):
         make_model(gradnorm_mode="magic")
+
+
+def test_sparse_batches_train_exactly_like_dense_ones():
+    dense = make_model(batch_norm=False)
+    sparse = copy.deepcopy(dense)
+    do, so = dense.configure_optimizers(), sparse.configure_optimizers()
+    for step in range(3):
+        batch = make_batch(seed=step)
+        sparse_batch = {**batch, "x": batch["x"].to_sparse_csr()}
+        dense.generator_step(batch, do[0], do[2])
+        sparse.generator_step(sparse_batch, so[0], so[2])
+        dense.discriminator_step(batch, do[1])
+        sparse.discriminator_step(sparse_batch, so[1])
+    for a, b in zip(dense.parameters(), sparse.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

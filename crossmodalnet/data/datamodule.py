@@ -25,6 +25,10 @@ from crossmodalnet.data.validate import PROTEIN_KEY, DataError, validate_cite
 log = logging.getLogger(__name__)
 
 
+# Below this fraction of non-zeros a sparse first layer beats a dense one (see scripts/benchmark.py).
+SPARSE_DENSITY_THRESHOLD = 0.01
+
+
 def csr_rows_to_torch(x: sp.csr_matrix, rows: np.ndarray | None = None, sparse: bool = False) -> torch.Tensor:
     """Rows of a CSR matrix as a torch tensor: dense float32, or a sparse CSR tensor sharing the buffers."""
     sub = x if rows is None else x[rows]
@@ -61,6 +65,15 @@ class CellBatches(Dataset):
         }
 
 
+def batch_loader(dataset: CellBatches, batch_size: int, shuffle: bool, num_workers: int = 0) -> DataLoader:
+    """A DataLoader whose sampler yields whole batches of row indices (one CSR slice per batch)."""
+    sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+    # drop a trailing partial batch in training only when it would leave BatchNorm a single cell
+    drop_last = shuffle and len(dataset) % batch_size == 1 and len(dataset) > batch_size
+    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=drop_last),
+                      batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0)
+
+
 class CiteDataModule(L.LightningDataModule):
     """Paired RNA + protein data for training, validation and test.
 
@@ -77,7 +90,7 @@ class CiteDataModule(L.LightningDataModule):
         preprocess: dict | None = None,
         batch_size: int = 256,
         num_workers: int = 0,
-        sparse_input: bool = False,
+        sparse_input: bool | str = "auto",
         seed: int = 0,
         source_name: str | None = None,
     ) -> None:
@@ -89,7 +102,9 @@ class CiteDataModule(L.LightningDataModule):
         self.preprocessor = Preprocessor(**(preprocess or {}))
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
-        self.sparse_input = bool(sparse_input)
+        if sparse_input not in (True, False, "auto"):
+            raise DataError(f"data.sparse_input must be true, false or auto, got {sparse_input!r}")
+        self.sparse_input = sparse_input
         self.seed = int(seed)
         self.source_name = source_name
         self.adata: ad.AnnData | None = None
@@ -129,6 +144,14 @@ class CiteDataModule(L.LightningDataModule):
             return [0] * adata.n_obs
         return adata.obs[self.time_key].tolist()
 
+    def use_sparse_batches(self) -> bool:
+        """Sparse batches only where they are faster: below ``SPARSE_DENSITY_THRESHOLD`` non-zeros (measured by
+        ``scripts/benchmark.py``: at droplet densities of 5-20% a dense batch matmul wins by far)."""
+        if self.sparse_input != "auto":
+            return bool(self.sparse_input)
+        x = self.splits["train"].X
+        return x.nnz / max(1, x.shape[0] * x.shape[1]) < SPARSE_DENSITY_THRESHOLD
+
     def _batches(self, part: ad.AnnData, time_mode: str = "interpolate") -> CellBatches:
         labels = self.cell_times(part)
         return CellBatches(
@@ -136,7 +159,7 @@ class CiteDataModule(L.LightningDataModule):
             proteins=part.obsm[PROTEIN_KEY].to_numpy(dtype=np.float32),
             time_weights=self.time_axis.weight_matrix(labels, mode=time_mode),
             time_index=self.time_axis.index_vector(labels),
-            sparse_input=self.sparse_input,
+            sparse_input=self.use_sparse_batches(),
         )
 
     # -- what the model needs to know ---------------------------------------------------------------------------
@@ -161,12 +184,7 @@ class CiteDataModule(L.LightningDataModule):
 
     # -- loaders ------------------------------------------------------------------------------------------------
     def loader(self, dataset: CellBatches, shuffle: bool) -> DataLoader:
-        sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-        # drop a trailing partial batch in training only when it would leave BatchNorm a tiny batch
-        drop_last = shuffle and len(dataset) % self.batch_size < 2 and len(dataset) > self.batch_size
-        return DataLoader(dataset, sampler=BatchSampler(sampler, self.batch_size, drop_last=drop_last),
-                          batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return batch_loader(dataset, self.batch_size, shuffle, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self.loader(self.datasets["train"], shuffle=True)

@@ -163,3 +163,32 @@ def _negative_binomial_csr(log_means, n_cells: int, library: np.ndarray, dispers
         lam = rng.gamma(dispersion, mu / dispersion)
         blocks.append(sp.csr_matrix(rng.poisson(lam).astype(np.float32)))
     return sp.vstack(blocks, format="csr")
+
+
+def random_csr(n_cells: int, n_genes: int, density: float, seed: int = 0,
+               chunk_size: int = 2048) -> sp.csr_matrix:
+    """A log-normalised-looking CSR matrix of exact Bernoulli(density) sparsity, for benchmarks at scale.
+
+    No biology: only shape, density and value range matter for timing and memory. Buffers are allocated once
+    (expected nnz + 10 sd), so building the full HSPC shape never holds two copies of the matrix.
+    """
+    if not 0 < density <= 1:
+        raise ValueError(f"density must be in (0, 1], got {density}")
+    rng = np.random.default_rng(seed)
+    total = n_cells * n_genes
+    capacity = int(total * density + 10 * np.sqrt(total * density * (1 - density)) + 16)
+    indices = np.empty(capacity, dtype=np.int32 if n_genes < 2**31 else np.int64)
+    indptr = np.zeros(n_cells + 1, dtype=np.int64)
+    nnz = 0
+    for start in range(0, n_cells, chunk_size):
+        m = min(chunk_size, n_cells - start)
+        rows, cols = np.nonzero(rng.random((m, n_genes), dtype=np.float32) < density)
+        if nnz + len(cols) > capacity:
+            raise RuntimeError("random_csr capacity exceeded (a 10-sigma event); use another seed")
+        indices[nnz:nnz + len(cols)] = cols
+        indptr[start + 1:start + 1 + m] = nnz + np.cumsum(np.bincount(rows, minlength=m))
+        nnz += len(cols)
+    data = np.log1p(rng.gamma(1.0, 1.5, nnz).astype(np.float32) + 1.0)
+    if indptr.max() < 2**31:
+        indptr = indptr.astype(np.int32)
+    return sp.csr_matrix((data, indices[:nnz], indptr), shape=(n_cells, n_genes))

@@ -1,0 +1,105 @@
+"""MLP baselines (paper Tables 1-2: MLP+MSE and MLP+NLC): CrossmodalNet's MLP1 + MLP2 body trained on one
+loss, without the time embedding, the discriminator or GradNorm.
+
+The body is :class:`~crossmodalnet.models.network.CrossmodalNetwork` itself with its time embedding and
+discriminator removed, so the two models differ only in what the paper ablates.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from crossmodalnet.baselines.base import warn_ignored
+from crossmodalnet.losses import nlc_loss
+from crossmodalnet.metrics import regression_metrics
+from crossmodalnet.models.network import CrossmodalNetwork
+
+LOSSES = ("mse", "nlc")
+
+
+class MLP(L.LightningModule):
+    """MLP2(MLP1(x)) trained with Adam on ``loss`` = "mse" or "nlc"; defaults follow Table S1's MLP rows."""
+
+    def __init__(
+        self,
+        n_genes: int,
+        n_proteins: int,
+        time_axis: dict | None = None,   # accepted for a common constructor; an MLP ignores time
+        loss: str = "mse",
+        latent_dim: int = 512,
+        dropout: float = 0.05,
+        batch_norm: bool = True,
+        lr: float = 1e-3,
+        weight_decay: float = 5e-6,
+        nlc_eps: float = 1e-6,
+        nlc_reduction: str = "mean",
+        **ignored: Any,   # CrossmodalNet-only settings from a shared experiment (dis_*, gradnorm_*): logged, unused
+    ) -> None:
+        super().__init__()
+        warn_ignored(f"MLP+{loss.upper()}", ignored)
+        if loss not in LOSSES:
+            raise ValueError(f"MLP loss must be one of {LOSSES}, got {loss!r}")
+        self.save_hyperparameters()
+        self.network = CrossmodalNetwork(n_genes, n_proteins, n_times=1, latent_dim=latent_dim,
+                                         dropout=dropout, batch_norm=batch_norm, dis_hidden=1)
+        self.network.time_embedding = None   # no time embedding ...
+        self.network.discriminator = None    # ... and no adversary
+        self.gene_names: list[str] | None = None
+        self.protein_names: list[str] | None = None
+        self._eval_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x: torch.Tensor, time_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted proteins; ``time_weights`` is accepted (same call as CrossmodalNet) and ignored."""
+        return self.network.decoder(self.network.encode(x))
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.hparams.loss == "nlc":
+            return nlc_loss(pred, target, eps=self.hparams.nlc_eps, reduction=self.hparams.nlc_reduction)
+        return F.mse_loss(pred, target)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(self(batch["x"]), batch["y"])
+        self.log(f"train/{self.hparams.loss}", loss.detach(), on_step=False, on_epoch=True,
+                 batch_size=batch["y"].shape[0])
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=batch["y"].shape[0])
+        return loss
+
+    # -- evaluation: the same metric names as CrossmodalNet, so the same callbacks and tables apply ---------------
+    def _collect(self, batch: dict[str, torch.Tensor]) -> None:
+        self._eval_outputs.append((self(batch["x"]).detach(), batch["y"]))
+
+    def _epoch_metrics(self, prefix: str) -> None:
+        if not self._eval_outputs:
+            return
+        pred = torch.cat([p for p, _ in self._eval_outputs])
+        target = torch.cat([t for _, t in self._eval_outputs])
+        self._eval_outputs.clear()
+        self.log_dict(regression_metrics(pred, target, prefix=f"{prefix}/"), prog_bar=prefix == "val")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_metrics("val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_metrics("test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self(batch["x"])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["crossmodalnet"] = {"gene_names": self.gene_names, "protein_names": self.protein_names}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        meta = checkpoint.get("crossmodalnet", {})
+        self.gene_names, self.protein_names = meta.get("gene_names"), meta.get("protein_names")
