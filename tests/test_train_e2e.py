@@ -70,3 +70,15 @@ def test_bad_input_file_gives_one_clear_line(tmp_path, tiny_adata):
     assert proc.returncode == 2
     assert "error: time column 'day' not found in obs" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_wandb_is_offline_unless_configured(monkeypatch, tmp_path):
+    from crossmodalnet.loggers import wandb_configured
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert not wandb_configured()
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_configured()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert not wandb_configured()
