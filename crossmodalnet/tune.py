@@ -22,7 +22,6 @@ from typing import Any, Mapping, Sequence
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
-import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger("crossmodalnet")
@@ -223,26 +222,6 @@ def apply_params(cfg: DictConfig, params: Mapping[str, Any], space: Mapping[str,
 
 
 # -- the trial -----------------------------------------------------------------------------------------------------
-class TuneReportCallback(L.Callback):
-    """Reports the validation metrics to Ray Tune after every validation (one Tune iteration = one epoch)."""
-
-    def __init__(self, prefix: str = "val/") -> None:
-        self.prefix = prefix
-        self.last: dict[str, float] = {}
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(self.prefix)}
-        if not metrics:
-            return
-        metrics["epoch"] = trainer.current_epoch + 1
-        self.last = metrics
-        from ray import tune
-
-        tune.report(metrics)
-
-
 def _fill(node: Any, token: str, value: str) -> Any:
     if isinstance(node, dict):
         return {k: _fill(v, token, value) for k, v in node.items()}
@@ -264,6 +243,7 @@ def _trial(params: dict[str, Any], *, base: dict, space: dict[str, Hyperparamete
     from ray import tune
 
     from crossmodalnet.train import train
+    from crossmodalnet.tune_callback import TuneReportCallback
 
     trial_id = tune.get_context().get_trial_id()
     # the run dir lies in the trial's directory of the experiment (plain or shared file system); with a URI
@@ -278,8 +258,8 @@ def _trial(params: dict[str, Any], *, base: dict, space: dict[str, Hyperparamete
         cfg.trainer.accelerator = "cpu"
     if run_dir.exists():  # an earlier attempt of this very trial, cut off by an interruption
         shutil.rmtree(run_dir)
-    if driver_cwd and os.path.isdir(driver_cwd):  # relative data paths mean what they mean for train.py
-        os.chdir(driver_cwd)
+    if experiment_dir and driver_cwd and os.path.isdir(driver_cwd):
+        os.chdir(driver_cwd)  # relative data paths mean what they mean for train.py
     reporter = TuneReportCallback()
     metrics = train(cfg, callbacks=[reporter])
     final = {**reporter.last, **{k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}}
@@ -300,6 +280,13 @@ def trial_base_config(cfg: DictConfig) -> dict:
     out = OmegaConf.to_container(c, resolve=True)
     for key in DRIVER_ONLY_KEYS:
         out.pop(key, None)
+    # no progress bars: many trials write to one log
+    callbacks = out.get("callbacks") or {}
+    for name, cb in list(callbacks.items()):
+        if isinstance(cb, dict) and "ProgressBar" in str(cb.get("_target_", "")):
+            callbacks[name] = None
+    if isinstance(out.get("trainer"), dict):
+        out["trainer"]["enable_progress_bar"] = False
     return out
 
 
@@ -334,16 +321,17 @@ def connect_ray(ray_cfg: Mapping[str, Any]) -> bool:
     """Join ``ray.address`` or start a local Ray; returns whether this call connected (so it disconnects after)."""
     import ray
 
-    if ray.is_initialized():
-        return False
     address = ray_cfg.get("address")
+    if address not in (None, "", "local"):
+        check_ray_address(str(address))
+    if ray.is_initialized():  # the caller's own connection (e.g. a notebook that ran ray.init)
+        return False
     runtime_env = dict(ray_cfg.get("runtime_env") or {}) or None
     if address in (None, "", "local"):
         ray.init(address="local", num_cpus=ray_cfg.get("num_cpus"), num_gpus=ray_cfg.get("num_gpus"),
                  include_dashboard=bool(ray_cfg.get("include_dashboard", False)), runtime_env=runtime_env)
         return True
     address = str(address)
-    check_ray_address(address)
     try:
         ray.init(address=address, runtime_env=runtime_env)
     except (ConnectionError, TimeoutError) as err:
@@ -369,9 +357,13 @@ class SweepOutcome:
 def _settings(cfg: DictConfig) -> DictConfig:
     s = cfg.get("tune")
     if s is None:
-        raise TuneConfigError("no 'tune:' section (sweep settings); run scripts/tune.py, which composes configs/tune.yaml")
+        raise TuneConfigError("no 'tune:' section (sweep settings); run scripts/tune.py, "
+                              "which composes configs/tune.yaml")
     if s.mode not in ("max", "min"):
         raise TuneConfigError(f"tune.mode must be max or min, got {s.mode!r}")
+    if not str(s.metric).startswith("val/"):
+        raise TuneConfigError(f"tune.metric must be a validation metric reported every epoch (val/pearson_cell, "
+                              f"val/pearson_protein, val/mse), got {s.metric!r}")
     if int(s.num_samples) < 1:
         raise TuneConfigError(f"tune.num_samples must be >= 1, got {s.num_samples}")
     res = s.resources_per_trial
@@ -399,14 +391,18 @@ def run_sweep(cfg: DictConfig, choices: Mapping[str, Any] | None = None) -> Swee
     ``choices`` are Hydra's config-group choices of this run (data, model, experiment ...): the best configuration
     is written as an experiment file that selects the same groups.
     """
-    from ray import tune
-
-    from crossmodalnet import tune_results
-
     s = _settings(cfg)
     chosen = (choices or {}).get("hparams_search")
     source = f"the search space hparams_search/{chosen}.yaml" if chosen else "the search space (hparams_search)"
     space = load_search_space(cfg.get("hparams_search"), cfg, source)
+    ray_cfg = OmegaConf.to_container(cfg.ray, resolve=True) if cfg.get("ray") else {}
+    if ray_cfg.get("address") not in (None, "", "local", "auto"):
+        check_ray_address(str(ray_cfg["address"]))  # before anything starts
+
+    from ray import tune
+
+    from crossmodalnet import tune_results
+
     out_dir = Path(cfg.paths.output_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = str(s.storage_path or out_dir)
@@ -431,7 +427,7 @@ def run_sweep(cfg: DictConfig, choices: Mapping[str, Any] | None = None) -> Swee
                              cpus=cpus, gpus=gpus),
         {"cpu": cpus, "gpu": gpus})
 
-    connected = connect_ray(OmegaConf.to_container(cfg.ray, resolve=True) if cfg.get("ray") else {})
+    connected = connect_ray(ray_cfg)
     try:
         if resume:
             log.info("resuming the sweep at %s", experiment_path)
@@ -445,9 +441,12 @@ def run_sweep(cfg: DictConfig, choices: Mapping[str, Any] | None = None) -> Swee
                 param_space=param_space(space),
                 tune_config=tune.TuneConfig(
                     metric=s.metric, mode=s.mode, num_samples=int(s.num_samples),
-                    search_alg=BasicVariantGenerator(random_state=int(s.seed)),
+                    # random search; Tune ignores TuneConfig.max_concurrent_trials with this generator
+                    search_alg=BasicVariantGenerator(random_state=int(s.seed),
+                                                     max_concurrent=int(s.max_concurrent_trials or 0)),
                     scheduler=_scheduler(s, cfg),
-                    max_concurrent_trials=s.max_concurrent_trials,
+                    # (with a URI storage each trial needs its own working dir, hence its own process)
+                    reuse_actors=bool(s.get("reuse_actors", False)) and not uri,
                     trial_dirname_creator=trial_dirname),
                 run_config=tune.RunConfig(
                     name=s.name, storage_path=storage, verbose=int(s.verbose),
@@ -461,9 +460,11 @@ def run_sweep(cfg: DictConfig, choices: Mapping[str, Any] | None = None) -> Swee
 
             ray.shutdown()
 
-    n_expected = int(s.num_samples)
-    finished = grid.num_terminated + grid.num_errors
-    interrupted = len(grid) < n_expected or finished < len(grid)
+    # the saved experiment state is what a resume sees: after an interruption (Ctrl+C) it holds RUNNING / PENDING
+    # trials (in memory they all read TERMINATED by then), or fewer trials than asked for
+    saved = tune.ExperimentAnalysis(experiment_path).trials
+    unfinished = [t for t in saved if t.status not in ("TERMINATED", "ERROR")]
+    interrupted = bool(unfinished) or len(saved) < int(s.num_samples)
     table = tune_results.results_table(grid, space, s.metric, s.mode)
     files = tune_results.write_all(table, space, cfg, dict(choices or {}), out_dir, s)
     return SweepOutcome(out_dir=out_dir, experiment_path=experiment_path, table=table, files=files,

@@ -42,7 +42,9 @@ def results_table(grid, space: Mapping[str, Hyperparameter], metric: str, mode: 
             per_epoch = pd.DataFrame()
         values = per_epoch[metric].dropna() if metric in per_epoch else pd.Series(dtype=float)
         trial_id = str(final.get("trial_id") or Path(str(result.path)).name.removeprefix("trial_"))
-        status = "ERROR" if result.error else ("COMPLETED" if final.get("completed") == 1 else "STOPPED")
+        # STOPPED: reported but did not finish (stopped by ASHA, or cut off by an interruption); PENDING: no report
+        status = ("ERROR" if result.error else "COMPLETED" if final.get("completed") == 1
+                  else "STOPPED" if final else "PENDING")
         row: dict[str, Any] = {
             "trial_id": trial_id,
             "trial_index": _trial_index(trial_id, i),
@@ -53,7 +55,7 @@ def results_table(grid, space: Mapping[str, Hyperparameter], metric: str, mode: 
         }
         row.update({k: v for k, v in sorted(final.items()) if k.startswith("test/")})
         for name, hp in space.items():
-            value = result.config.get(name)
+            value = (result.config or {}).get(name)
             row[name] = hp.clean(value) if value is not None else None
         row["run_dir"] = final.get("run_dir", "")
         row["error"] = str(result.error).strip().splitlines()[0] if result.error else ""
