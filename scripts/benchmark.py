@@ -42,7 +42,7 @@ def _peak_rss_mb() -> float:
 
 
 def run_size(name: str, epochs: int, warmup: int, batch_size: int, latent: int, autograd: bool,
-             threads: int | None) -> dict:
+             threads: int | None, accelerator: str = "cpu") -> dict:
     """Benchmark one size in this process (called in a subprocess so peak RSS is per size)."""
     import lightning as L
     import numpy as np
@@ -95,7 +95,7 @@ def run_size(name: str, epochs: int, warmup: int, batch_size: int, latent: int, 
         timer = EpochTimer()
         trainer = L.Trainer(max_epochs=warmup + epochs, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                            num_sanity_val_steps=0, accelerator="cpu", callbacks=[timer])
+                            num_sanity_val_steps=0, accelerator=accelerator, devices=1, callbacks=[timer])
         trainer.fit(module, train_dataloaders=batch_loader(dataset, batch_size, shuffle=True))
         return statistics.median(timer.times[warmup:])
 
@@ -112,14 +112,17 @@ def run_size(name: str, epochs: int, warmup: int, batch_size: int, latent: int, 
         row["autograd_epoch_s"] = epoch_time(slow)
         row["fast_vs_autograd"] = row["autograd_epoch_s"] / row["cmn_epoch_s"]
 
-    model.eval()
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    model = model.to(device).eval()
     loader = batch_loader(dataset, 2048, shuffle=False)
     with torch.inference_mode():
         t0 = time.perf_counter()
         for batch in loader:
-            model(batch["x"], batch["time_weights"])
+            model(batch["x"].to(device), batch["time_weights"].to(device)).cpu()
         row["predict_cells_s"] = n / (time.perf_counter() - t0)
-    row["saliency_cells_s"] = _saliency_throughput(model, genes, time_index, min(n, 4096))
+    row["device"] = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
+    row["saliency_cells_s"] = (_saliency_throughput(model, genes, time_index, min(n, 4096))
+                               if device.type == "cpu" else None)
     row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     row["rss_over_csr"] = row["peak_rss_mb"] / csr_mb
     return row
@@ -198,12 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latent", type=int, default=512)
     parser.add_argument("--autograd", action="store_true", help="also time gradnorm_mode=autograd")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
     parser.add_argument("--out", default="benchmarks", help="folder for benchmark.csv / benchmark.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(run_size(args.one, args.epochs, args.warmup, args.batch_size, args.latent,
-                                  args.autograd, args.threads)))
+                                  args.autograd, args.threads, args.accelerator)))
         return 0
     sizes = ["quick"] if args.quick else [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
@@ -216,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                "--batch-size", str(args.batch_size), "--latent", str(args.latent)]
         cmd += ["--autograd"] if args.autograd else []
         cmd += ["--threads", str(args.threads)] if args.threads else []
+        cmd += ["--accelerator", args.accelerator]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
@@ -226,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     layer = first_layer_table(600 if args.quick else 22_050, args.batch_size, args.latent,
                               [0.15] if args.quick else [0.005, 0.01, 0.02, 0.05, 0.10, 0.15, 0.20],
                               2 if args.quick else 5)
-    columns = ["size", "cells", "genes", "csr_mb", "cmn_epoch_s", "mlp_epoch_s", "ratio", "autograd_epoch_s",
+    columns = ["size", "device", "cells", "genes", "csr_mb", "cmn_epoch_s", "mlp_epoch_s", "ratio", "autograd_epoch_s",
                "fast_vs_autograd", "predict_cells_s", "saliency_cells_s", "peak_rss_mb", "rss_over_csr"]
     header = f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, " \
              f"latent {args.latent}, medians of {epochs} epochs after {warmup} warm-up"
