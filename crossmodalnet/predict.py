@@ -356,15 +356,15 @@ def _run(args) -> int:
         pred = predict(model, adata, time=args.time, time_key=args.time_key, time_mode=args.time_mode,
                        outside_range=args.outside_range, batch_size=args.batch_size, layer=args.layer,
                        normalize=args.normalize, min_shared=args.min_shared_genes, where=str(inp))
-        measured = _measured(adata, pred)
-        coding = _coding_expression(model, adata, pred)
+        plots = args.plots_dir or str(outp.parent / f"{outp.stem}_plots")
+        measured = _measured(adata, pred) if plots.lower() != "none" else None
+        coding = _coding_expression(model, adata, pred) if measured is not None else {}
     finally:
         if adata.isbacked:
             adata.file.close()
     outp.parent.mkdir(parents=True, exist_ok=True)
     pred.write_h5ad(outp)
     print(f"wrote {pred.n_obs} cells x {pred.n_vars} proteins to {outp}")
-    plots = args.plots_dir or str(outp.parent / f"{outp.stem}_plots")
     if plots.lower() != "none":
         for path in _write_figures(model, pred, measured, coding, Path(plots)):
             print(f"figure: {path}")

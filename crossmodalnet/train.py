@@ -39,7 +39,12 @@ def build_datamodule(cfg: DictConfig) -> CiteDataModule:
     source_cfg = data.source
 
     def load():
-        return hydra.utils.instantiate(source_cfg, _convert_="all")
+        try:
+            return hydra.utils.instantiate(source_cfg, _convert_="all")
+        except hydra.errors.InstantiationException as err:  # a loader's DataError: show it, not Hydra's wrapper
+            if isinstance(err.__cause__, DataError):
+                raise err.__cause__ from None
+            raise
 
     return CiteDataModule(
         source=load,
@@ -56,8 +61,13 @@ def build_datamodule(cfg: DictConfig) -> CiteDataModule:
 
 
 def build_model(cfg: DictConfig, dm: CiteDataModule) -> L.LightningModule:
-    model = hydra.utils.instantiate(cfg.model, n_genes=dm.n_genes, n_proteins=dm.n_proteins,
-                                    time_axis=dm.time_axis.to_dict(), _convert_="all")
+    try:
+        model = hydra.utils.instantiate(cfg.model, n_genes=dm.n_genes, n_proteins=dm.n_proteins,
+                                        time_axis=dm.time_axis.to_dict(), _convert_="all")
+    except hydra.errors.InstantiationException as err:  # say why a baseline cannot run, not Hydra's wrapper
+        if isinstance(err.__cause__, BaselineUnavailable):
+            raise err.__cause__ from None
+        raise
     model.gene_names, model.protein_names = dm.gene_names, dm.protein_names
     pre = dm.preprocessor  # saved in the checkpoint so crossmodalnet-predict normalises new files the same way
     model.preprocessing = {"rna": pre.rna, "target_sum": float(pre.target_sum), "time_key": dm.time_key}

@@ -46,3 +46,20 @@ def run_train(tmp_path: Path, *overrides: str, expect_ok: bool = True, timeout: 
         metrics = json.loads((run_dir / "metrics.json").read_text())
         return proc, metrics
     return proc, None
+
+
+@pytest.fixture(scope="session")
+def trained_ood_run(tmp_path_factory):
+    """A real, tiny training run through ``train(cfg)`` (composed Hydra config ``experiment=demo_fast``) with
+    day 3 held out, so the model has learned days 2 and 4. Returns (run_dir, metrics, checkpoint path)."""
+    from hydra import compose, initialize_config_dir
+
+    from crossmodalnet.train import CONFIG_DIR, train
+
+    run_dir = tmp_path_factory.mktemp("ood_run")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            "experiment=demo_fast", "data.holdout_time=3", "callbacks.progress_bar=null", "torch_threads=1",
+            f"paths.output_dir={run_dir}"])
+    metrics = train(cfg)
+    return run_dir, metrics, Path(metrics["best_checkpoint"])

@@ -14,9 +14,7 @@ import warnings
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from crossmodalnet.data.timepoints import TimeError
 from crossmodalnet.data.validate import DataError
@@ -79,13 +77,18 @@ def _run(args) -> int:
         raise DataError(f"--output-h5ad {args.output_h5ad} is the input file; write to a new file")
     ckpt = Path(args.checkpoint).expanduser()
     model = load_model(ckpt)
-    try:
-        adata = ad.read_h5ad(inp)
+    try:  # backed: X stays on disk and is read batch by batch (in memory only to write --output-h5ad)
+        adata = ad.read_h5ad(inp, backed=None if args.output_h5ad else "r")
     except Exception as err:
         raise DataError(f"cannot read input file {inp} as .h5ad: {err}") from None
-    result = saliency(model, adata, args.protein, time=args.time, time_key=args.time_key,
-                      time_mode=args.time_mode, batch_size=args.batch_size, layer=args.layer,
-                      max_cells=args.max_cells, where=str(inp))
+    try:
+        result = saliency(model, adata, args.protein, time=args.time, time_key=args.time_key,
+                          time_mode=args.time_mode, batch_size=args.batch_size, layer=args.layer,
+                          max_cells=args.max_cells, where=str(inp))
+        sim = dict(adata.uns.get("simulation", {}))
+    finally:
+        if adata.isbacked:
+            adata.file.close()
     out = Path(args.output_dir).expanduser() if args.output_dir else _default_dir(ckpt)
     out.mkdir(parents=True, exist_ok=True)
     result.to_long(args.rank_by).to_csv(out / "saliency.csv", index=False)
@@ -93,8 +96,7 @@ def _run(args) -> int:
     top.to_csv(out / "top_genes.csv", index=False)
     with pd.option_context("display.width", 120, "display.max_rows", 60):
         print(top[["protein", "rank", "gene", "saliency", "abs_saliency"]].to_string(index=False))
-    mean_expr = _mean_expression(adata, args.layer)
-    sim = adata.uns.get("simulation", {})
+    mean_expr = result.meta["mean_expression"]
     coding = dict(zip(map(str, sim.get("protein_names", [])), map(str, sim.get("coding_gene", []))))
     for protein in result.proteins[:20]:  # figures for at most 20 proteins; the tables hold all
         tag = _safe(protein)
@@ -109,12 +111,6 @@ def _run(args) -> int:
         adata.write_h5ad(Path(args.output_h5ad).expanduser())
     print(f"saliency of {len(result.proteins)} proteins over {result.n_cells} cells written to {out}")
     return 0
-
-
-def _mean_expression(adata: ad.AnnData, layer: str | None) -> pd.Series:
-    x = adata.layers[layer] if layer else adata.X
-    mean = np.asarray(x.mean(0)).ravel() if sp.issparse(x) else np.asarray(x).mean(0)
-    return pd.Series(mean, index=adata.var_names.astype(str))
 
 
 def _gsea(result, protein: str, args, stem: Path) -> None:

@@ -85,9 +85,10 @@ def hidden_gradients(net, x: torch.Tensor, time_weights: torch.Tensor | None,
 
 @dataclass
 class SaliencyAccumulator:
-    """Running sums over batches of cells: signed, absolute and squared per-cell gradients.
+    """Running sums over batches of cells: signed and absolute per-cell gradients, and the sum of squared
+    deviations from the mean (combined across batches the numerically stable way, Chan et al.).
 
-    With ``per_cell=False`` only the signed sum (gamma) is kept; absolute and squares stay NaN.
+    With ``per_cell=False`` only the signed sum (gamma) is kept; absolute and deviations stay NaN.
     """
 
     n_proteins: int
@@ -96,28 +97,31 @@ class SaliencyAccumulator:
     n_cells: int = 0
     signed: np.ndarray = field(init=False)
     absolute: np.ndarray = field(init=False)
-    squares: np.ndarray = field(init=False)
+    sq_dev: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         shape = (self.n_proteins, self.n_genes)
         self.signed = np.zeros(shape, np.float64)
         fill = 0.0 if self.per_cell else np.nan
-        self.absolute, self.squares = np.full(shape, fill), np.full(shape, fill)
+        self.absolute, self.sq_dev = np.full(shape, fill), np.full(shape, fill)
 
     def add(self, rows: slice, grads: torch.Tensor) -> None:
-        """Add per-cell gene gradients (proteins, cells, genes)."""
-        self.signed[rows] += grads.sum(1).double().numpy()
+        """Add per-cell gene gradients (proteins, cells, genes) of a batch not yet counted in ``n_cells``."""
+        total = grads.sum(1).double().numpy()
         if self.per_cell:
+            n_a, n_b = self.n_cells, grads.shape[1]
+            mean_b = total / n_b
+            dev_b = (grads - torch.from_numpy(mean_b).to(grads.dtype)[:, None, :]).square().sum(1).double().numpy()
+            delta = mean_b - (self.signed[rows] / n_a if n_a else 0.0)
+            self.sq_dev[rows] += dev_b + delta**2 * (n_a * n_b / (n_a + n_b))
             self.absolute[rows] += grads.abs().sum(1).double().numpy()
-            self.squares[rows] += grads.square().sum(1).double().numpy()
+        self.signed[rows] += total
 
     def add_signed(self, rows: slice, signed: torch.Tensor) -> None:
         self.signed[rows] += signed.double().numpy()
 
     def std(self) -> np.ndarray:
-        n = max(self.n_cells, 1)
-        mean = self.signed / n
-        return np.sqrt(np.clip(self.squares / n - mean**2, 0, None))
+        return np.sqrt(self.sq_dev / max(self.n_cells, 1))
 
 
 def saliency_from_batches(module: nn.Module, batches: Iterable[tuple[np.ndarray, np.ndarray | None]],
@@ -164,7 +168,8 @@ class SaliencyResult:
     """Saliency of genes for proteins; each table is proteins x genes.
 
     ``signed``: gamma_j = sum_i d yhat_ij / d x_i (the paper's definition); ``absolute``: sum_i |d yhat_ij / d x_i|;
-    ``std``: standard deviation of the per-cell gradient over cells.
+    ``std``: standard deviation of the per-cell gradient over cells. ``meta["mean_expression"]`` (from
+    :func:`saliency`): each gene's mean over the same cells, as the model read it (aligned, normalised).
     """
 
     signed: pd.DataFrame
@@ -247,16 +252,21 @@ def saliency(model, adata: ad.AnnData, proteins: str | Iterable[str] | None = No
         keep[:] = False
         keep[np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False)] = True
 
+    expr_sum = np.zeros(len(model.gene_names), dtype=np.float64)
+
     def batches():  # consecutive blocks (bounded memory), keeping the sampled cells of each
         for start, stop, block in source.batches(batch_size):
             rows = np.flatnonzero(keep[start:stop])
             if len(rows):
+                expr_sum[:] += block[rows].sum(0)
                 yield block[rows], (None if time_mode == "none" else weights[start + rows])
 
     acc = saliency_from_batches(model, batches(), idx, len(model.gene_names))
     names = [model.protein_names[i] for i in idx]
+    mean_expr = pd.Series(expr_sum / max(acc.n_cells, 1), index=[str(g) for g in model.gene_names])
     return result_from_accumulator(acc, names, model.gene_names,
-                                   meta={"time_mode": time_mode, "n_missing_genes": len(source.alignment.missing)})
+                                   meta={"time_mode": time_mode, "n_missing_genes": len(source.alignment.missing),
+                                         "mean_expression": mean_expr})
 
 
 def result_from_accumulator(acc: SaliencyAccumulator, proteins: Sequence[str], genes: Sequence[str],

@@ -63,13 +63,14 @@ class CrossmodalNet(L.LightningModule):
         nlc_reduction: str = "mean",
         adversary: bool = True,
         gradnorm_mode: str = "fast",
+        time_init_std: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.time_axis = TimeAxis.from_dict(time_axis) if time_axis else TimeAxis(labels=[0], values=[0.0])
         self.network = CrossmodalNetwork(n_genes, n_proteins, self.time_axis.n_times, latent_dim, dropout,
-                                         batch_norm, dis_hidden)
+                                         batch_norm, dis_hidden, time_init_std)
         self.gradnorm = GradNorm(n_tasks=2, alpha=gradnorm_alpha)
         if learning_step < 2:
             raise ValueError(f"learning_step must be >= 2 (every learning_step-th step trains the discriminator), "

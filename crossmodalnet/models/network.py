@@ -24,7 +24,8 @@ class CrossmodalNetwork(nn.Module):
     MLP2 = Linear(d,d)-BN-ReLU-Linear(d,p); discriminator = Linear(d,h)-BN-ReLU-Linear(h,c) on z."""
 
     def __init__(self, n_genes: int, n_proteins: int, n_times: int, latent_dim: int = 512,
-                 dropout: float = 0.05, batch_norm: bool = True, dis_hidden: int = 128) -> None:
+                 dropout: float = 0.05, batch_norm: bool = True, dis_hidden: int = 128,
+                 time_init_std: float = 1.0) -> None:
         super().__init__()
         if min(n_genes, n_proteins, n_times, latent_dim) < 1:
             raise ValueError(f"sizes must be positive: genes={n_genes}, proteins={n_proteins}, "
@@ -35,7 +36,7 @@ class CrossmodalNetwork(nn.Module):
         self.encoder_rest = nn.Sequential(
             _norm(latent_dim, batch_norm), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(latent_dim, latent_dim), _norm(latent_dim, batch_norm))
-        self.time_embedding = nn.Parameter(torch.randn(n_times, latent_dim))
+        self.time_embedding = nn.Parameter(torch.randn(n_times, latent_dim) * time_init_std)
         self.decoder = nn.Sequential(
             nn.Linear(latent_dim, latent_dim), _norm(latent_dim, batch_norm), nn.ReLU(),
             nn.Linear(latent_dim, n_proteins))

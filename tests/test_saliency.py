@@ -1,0 +1,218 @@
+"""Saliency (paper 2.5), its ground-truth recovery check on the simulator, GSEA and the saliency CLI."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from crossmodalnet.data.simulate import simulate_cite
+from crossmodalnet.data.validate import DataError
+from crossmodalnet.interpret.cli import main as saliency_main
+from crossmodalnet.interpret.gsea import gsea_prerank, read_gmt
+from crossmodalnet.interpret.recovery import causal_sets, gene_protein_correlation, ranking_recovery
+from conftest import shared_data
+from crossmodalnet.interpret.saliency import batch_gradients, protein_indices, saliency, saliency_from_batches
+from crossmodalnet.predict import load_model
+
+
+class LinearModel(nn.Module):
+    """yhat = x A^T + time_weights B + c: linear in x, so d yhat_j / d x_i = A_j for every cell."""
+
+    def __init__(self, n_genes: int, n_proteins: int, n_times: int = 2) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.A = nn.Parameter(torch.randn(n_proteins, n_genes, generator=g))
+        self.B = nn.Parameter(torch.randn(n_times, n_proteins, generator=g))
+        self.c = nn.Parameter(torch.randn(n_proteins, generator=g))
+
+    def forward(self, x, time_weights=None):
+        out = x @ self.A.t() + self.c
+        return out if time_weights is None else out + time_weights @ self.B
+
+
+@pytest.fixture(scope="module")
+def model(trained_ood_run):
+    return load_model(trained_ood_run[2])
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return simulate_cite(n_cells=300, n_genes=200, n_proteins=12, seed=0)
+
+
+def test_linear_model_saliency_equals_the_analytic_gradient():
+    n, g, p = 37, 15, 4
+    lin = LinearModel(g, p)
+    x = np.random.default_rng(0).random((n, g), dtype=np.float32)
+    tw = np.tile([0.5, 0.5], (n, 1)).astype(np.float32)
+    batches = [(x[i:i + 10], tw[i:i + 10]) for i in range(0, n, 10)]
+    acc = saliency_from_batches(lin, batches, [0, 2, 3], g)
+    a = lin.A.detach().numpy().astype(np.float64)
+    np.testing.assert_allclose(acc.signed, n * a[[0, 2, 3]], rtol=1e-5)
+    np.testing.assert_allclose(acc.absolute, n * np.abs(a[[0, 2, 3]]), rtol=1e-5)
+    np.testing.assert_allclose(acc.std(), 0, atol=1e-5)
+    assert acc.n_cells == n
+
+
+def test_vectorised_saliency_matches_a_per_cell_jacobian(model, cells):
+    """The batched computation (through the first layer's output) against torch's per-cell Jacobian."""
+    x = cells.X[:10].toarray()
+    tw = model.time_axis.weight_matrix(cells.obs["day"].tolist()[:10])
+    acc = saliency_from_batches(model, [(x[:7], tw[:7]), (x[7:], tw[7:])], [1, 5], 200)
+    model.eval()
+    naive = np.zeros((2, 200))
+    naive_abs = np.zeros((2, 200))
+    for i in range(10):  # the slow way, one cell at a time, only here as the reference
+        jac = torch.autograd.functional.jacobian(
+            lambda xi: model(xi[None], torch.from_numpy(tw[i:i + 1]))[0, [1, 5]], torch.from_numpy(x[i]))
+        naive += jac.double().numpy()
+        naive_abs += jac.abs().double().numpy()
+    np.testing.assert_allclose(acc.signed, naive, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(acc.absolute, naive_abs, rtol=1e-4, atol=1e-6)
+    # the generic autograd path (any model) agrees too
+    direct = batch_gradients(model, torch.from_numpy(x), torch.from_numpy(tw), [1, 5]).sum(1).double().numpy()
+    np.testing.assert_allclose(acc.signed, direct, rtol=1e-4, atol=1e-6)
+    # gamma alone (per_cell=False) is the same signed sum
+    cheap = saliency_from_batches(model, [(x, tw)], [1, 5], 200, per_cell=False)
+    np.testing.assert_allclose(cheap.signed, acc.signed, rtol=1e-4, atol=1e-6)
+    assert np.isnan(cheap.absolute).all()
+
+
+def test_saliency_api_tables_and_anndata(model, cells):
+    one = saliency(model, cells, "P003_G00111", time_key="day", batch_size=64)
+    assert one.proteins == ["P003_G00111"] and one.n_cells == 300
+    np.testing.assert_allclose(one.meta["mean_expression"].to_numpy(), np.asarray(cells.X.mean(0)).ravel(),
+                               rtol=1e-5, atol=1e-7)
+    every = saliency(model, cells, None, time_key="day", batch_size=300)
+    assert every.proteins == model.protein_names
+    np.testing.assert_allclose(every.signed.loc["P003_G00111"], one.signed.loc["P003_G00111"], rtol=1e-4,
+                               atol=1e-6)
+    top = one.top("P003_G00111", k=10)
+    assert len(top) == 10 and list(top["rank"]) == list(range(1, 11))
+    assert (np.diff(np.abs(top["saliency"])) <= 1e-12).all()  # ranked by |gamma|
+    by_abs = one.top("P003_G00111", k=5, by="absolute")
+    assert (np.diff(by_abs["abs_saliency"]) <= 1e-12).all()
+    long = every.to_long()
+    assert len(long) == 12 * 200 and set(long.columns) >= {"protein", "gene", "saliency", "abs_saliency", "rank"}
+    target = cells[:, ::-1].copy()  # genes in another order: varm follows the AnnData's own order
+    every.add_to(target, k=5)
+    assert target.varm["saliency"].shape == (200, 12)
+    gene = target.var_names[0]
+    np.testing.assert_allclose(target.varm["saliency"][0], every.signed[gene].to_numpy(), rtol=1e-6)
+    assert list(target.uns["saliency"]["top_genes"]["P003_G00111"]) == list(top["gene"][:5])
+    subset = saliency(model, cells, ["P000_G00024"], time_key="day", max_cells=50)
+    assert subset.n_cells == 50
+
+
+def test_unknown_protein_is_a_clear_error(model, cells):
+    with pytest.raises(DataError, match="unknown protein 'CD38': the model predicts 12 proteins"):
+        saliency(model, cells, "CD38", time_key="day")
+    with pytest.raises(DataError, match="unknown protein"):
+        protein_indices(["A", "B"], ["B", "C"])
+
+
+def test_recovery_scores_on_known_rankings():
+    genes = [f"g{i}" for i in range(6)]
+    causal = {"P": ["g1", "g4"], "Q": ["g0", "g5"]}
+    scores = pd.DataFrame([[0, 9, 1, 2, 8, 3], [1, 2, 3, 4, 5, 6]], index=["P", "Q"], columns=genes, dtype=float)
+    rec = ranking_recovery(scores, causal)
+    assert rec.loc["P", "auroc"] == 1.0 and rec.loc["P", "precision_at_k"] == 1.0
+    assert rec.loc["P", "coding_gene_rank"] == 1
+    assert rec.loc["Q", "auroc"] == pytest.approx(0.5) and rec.loc["Q", "precision_at_k"] == 0.5
+    x = np.random.default_rng(0).random((50, 6))
+    y = np.random.default_rng(1).random((50, 2))
+    expected = np.array([[np.corrcoef(x[:, g], y[:, p])[0, 1] for g in range(6)] for p in range(2)])
+    np.testing.assert_allclose(gene_protein_correlation(x, y), expected, atol=1e-10)
+    import scipy.sparse as sp
+    np.testing.assert_allclose(gene_protein_correlation(sp.csr_matrix(x), y), expected, atol=1e-10)
+
+
+def test_recovery_in_metrics_of_a_synthetic_run(trained_ood_run, cells):
+    _, metrics, _ = trained_ood_run
+    for name in ("saliency", "correlation"):
+        for m in ("auroc", "precision_at_k", "coding_gene_top1"):
+            assert 0.0 <= metrics[f"recovery/train/{name}_{m}"] <= 1.0
+    assert causal_sets(cells)["P000_G00024"][0] == "G00024"
+
+
+def _driver_gmt(cells: ad.AnnData, path: Path) -> Path:
+    """Gene sets: each protein's causal genes plus a few of the genes that most co-vary with them."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for protein, drivers in causal_sets(cells).items():
+        lines.append("\t".join([f"drivers_{protein}", "simulated", *drivers]))
+    for k in range(10):
+        lines.append("\t".join([f"random_{k}", "simulated", *rng.choice(cells.var_names, 8, replace=False)]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_gsea_on_a_saliency_ranking(model, cells, tmp_path):
+    res = saliency(model, cells, "P003_G00111", time_key="day")
+    gmt = _driver_gmt(cells, tmp_path / "sim.gmt")
+    assert len(read_gmt(gmt)) == 22
+    out = gsea_prerank(res.ranking("P003_G00111"), gmt, min_size=3, permutation_num=50)
+    assert {"term", "es", "nes", "pval", "fdr", "lead_genes"} <= set(out.table.columns)
+    assert len(out.table) == 22 and set(out.running) == set(out.table["term"])
+    running, hits = out.running[out.table["term"][0]]
+    assert len(running) == 200 and len(hits) >= 3
+    with pytest.raises(DataError, match="no gene set shares"):
+        gsea_prerank(res.ranking("P003_G00111"), {"x": ["A", "B", "C"]})
+    with pytest.raises(DataError, match="gene set file not found"):
+        read_gmt(tmp_path / "none.gmt")
+
+
+def test_gsea_with_reactome_on_real_genes():
+    gmt = shared_data("genesets", "ReactomePathways.gmt")
+    rna = ad.read_h5ad(shared_data("bmmc_cite_starter", "rna.h5ad"))
+    adt = ad.read_h5ad(shared_data("bmmc_cite_starter", "adt.h5ad"))
+    protein = adt[rna.obs_names, "CD14"].X
+    protein = protein.toarray() if hasattr(protein, "toarray") else np.asarray(protein)
+    r = gene_protein_correlation(rna.X, protein)[0]
+    ranking = pd.Series(r, index=rna.var_names.astype(str))
+    out = gsea_prerank(ranking, gmt, min_size=5, max_size=300, permutation_num=50)
+    assert len(out.table) > 10 and out.table["nes"].notna().all()
+
+
+def test_saliency_cli(trained_ood_run, cells, tmp_path, capsys):
+    inp = tmp_path / "cells.h5ad"
+    cells.write_h5ad(inp)
+    gmt = _driver_gmt(cells, tmp_path / "sim.gmt")
+    out = tmp_path / "sal"
+    code = saliency_main(["--checkpoint", str(trained_ood_run[2]), "--input", str(inp), "--protein",
+                          "P003_G00111", "--top", "5", "--output-dir", str(out), "--gmt", str(gmt),
+                          "--gsea-permutations", "20", "--output-h5ad", str(tmp_path / "with_sal.h5ad")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "P003_G00111" in printed and "GSEA P003_G00111" in printed
+    table = pd.read_csv(out / "top_genes.csv")
+    assert len(table) == 5 and table["gene"].str.startswith("G").all()
+    assert len(pd.read_csv(out / "saliency.csv")) == 200
+    for name in ("saliency_top_P003_G00111.png", "expression_vs_saliency_P003_G00111.png",
+                 "gsea_P003_G00111.png", "gsea_P003_G00111.csv"):
+        assert (out / name).stat().st_size > 0
+    assert ad.read_h5ad(tmp_path / "with_sal.h5ad").varm["saliency"].shape == (200, 1)
+    assert saliency_main(["--checkpoint", str(trained_ood_run[2]), "--input", str(inp), "--protein", "CD38",
+                          "--output-dir", str(out)]) == 2
+    assert "unknown protein 'CD38'" in capsys.readouterr().err
+    # default output dir: the checkpoint's run dir
+    assert saliency_main(["--checkpoint", str(trained_ood_run[2]), "--input", str(inp), "--protein",
+                          "P000_G00024", "--top", "3"]) == 0
+    assert (trained_ood_run[0] / "saliency" / "top_genes.csv").exists()
+
+
+def test_spread_over_cells_is_combined_across_batches_exactly():
+    from crossmodalnet.interpret.saliency import SaliencyAccumulator
+
+    g = torch.randn(2, 23, 5, generator=torch.Generator().manual_seed(0)) + 100.0  # large mean, small spread
+    acc = SaliencyAccumulator(2, 5)
+    for lo in range(0, 23, 6):
+        acc.add(slice(0, 2), g[:, lo:lo + 6])
+        acc.n_cells += g[:, lo:lo + 6].shape[1]
+    np.testing.assert_allclose(acc.std(), g.double().std(1, unbiased=False).numpy(), rtol=1e-4)
+    np.testing.assert_allclose(acc.signed, g.double().sum(1).numpy(), rtol=1e-6)
