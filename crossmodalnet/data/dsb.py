@@ -35,7 +35,7 @@ _LOG_2PI = np.log(2.0 * np.pi)
 _CHUNK_ROWS = 4096
 
 
-def two_component_mixture(x: np.ndarray, max_iter: int = 500, tol: float = 1e-8) -> dict[str, np.ndarray]:
+def two_component_mixture(x: np.ndarray, max_iter: int = 1000, tol: float = 1e-5) -> dict[str, np.ndarray]:
     """Fit a 1-D two-component Gaussian mixture to every row of ``x`` at once.
 
     Returns the per-row ``means`` (n, 2, sorted ascending), ``variances`` (n, 2), ``weights`` (n, 2) and

@@ -1,60 +1,187 @@
-"""Normalisation applied after the split (paper A.2): fitted on the training cells only where a fit exists."""
+"""Normalisation applied after the split (paper A.2): fitted on the training cells only where a fit exists.
+
+RNA (genes in X, raw counts in ``layers["counts"]``):
+  ``as_is`` keeps X (already normalised, e.g. the Kaggle processed files); ``log_normalize`` is Seurat's
+  NormalizeData/LogNormalize from raw counts (library size to ``target_sum``, then log1p), per cell, so it needs
+  no fit. Gene selection is fitted on the training split only: ``min_cells`` (detected in at least that many
+  training cells) and optionally ``n_top_genes`` highly variable genes (scanpy, flavour ``hvg_flavor``).
+Protein (values in ``obsm["protein"]``, raw ADT counts in ``obsm["protein_counts"]``):
+  ``as_is`` keeps ``obsm["protein"]``; ``dsb`` (with empty droplets, ``empty_droplets`` = an .h5ad of their raw
+  ADT counts) and ``dsb_no_empty`` (ModelNegativeADTnorm) compute it from the raw counts, see
+  :mod:`crossmodalnet.data.dsb`.
+"""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
+from crossmodalnet.data.dsb import DSB
 from crossmodalnet.data.simulate import log_normalize_counts
-from crossmodalnet.data.validate import DataError
+from crossmodalnet.data.validate import PROTEIN_KEY, DataError
+
+log = logging.getLogger(__name__)
 
 RNA_METHODS = ("as_is", "log_normalize")
-PROTEIN_METHODS = ("as_is",)
+PROTEIN_METHODS = ("as_is", "dsb", "dsb_no_empty")
+HVG_FLAVORS = ("seurat", "cell_ranger")
+PROTEIN_COUNTS_KEY = "protein_counts"
 
 
 @dataclass
 class Preprocessor:
-    """RNA: ``as_is`` (X is already normalised) or ``log_normalize`` (from ``layers['counts']``, to
-    ``target_sum`` then log1p); optional gene filter ``min_cells`` fitted on the training split.
-    Protein: ``as_is``."""
+    """Per-split normalisation with everything that needs a fit estimated on the training split.
+
+    ``fit(train)`` then ``transform(split)`` for each split; ``transform`` returns a new AnnData (the input is
+    never modified) with the kept genes in X (CSR float32) and the proteins to predict in ``obsm["protein"]``.
+    """
 
     rna: str = "as_is"
     protein: str = "as_is"
     target_sum: float = 1e4
     min_cells: int = 0
+    n_top_genes: int | None = None
+    hvg_flavor: str = "seurat"
+    # dsb options (protein = dsb | dsb_no_empty)
+    empty_droplets: str | None = None
+    empty_droplets_layer: str | None = None
+    isotype_controls: Sequence[str] | None = None
+    dsb_pseudocount: float | None = None
+    dsb_denoise: bool = True
+    dsb_scale: str = "standardize"
+    dsb_quantile_clip: Sequence[float] | None = None
     genes_: np.ndarray | None = field(default=None, init=False)
+    dsb_: DSB | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.rna not in RNA_METHODS:
             raise DataError(f"unknown RNA normalisation {self.rna!r}; choose one of {RNA_METHODS}")
         if self.protein not in PROTEIN_METHODS:
             raise DataError(f"unknown protein normalisation {self.protein!r}; choose one of {PROTEIN_METHODS}")
+        if self.target_sum <= 0:
+            raise DataError(f"preprocess.target_sum must be > 0, got {self.target_sum}")
+        if self.min_cells < 0:
+            raise DataError(f"preprocess.min_cells must be >= 0, got {self.min_cells}")
+        if self.n_top_genes is not None and int(self.n_top_genes) < 1:
+            raise DataError(f"preprocess.n_top_genes must be >= 1 or null, got {self.n_top_genes}")
+        if self.hvg_flavor not in HVG_FLAVORS:
+            raise DataError(f"preprocess.hvg_flavor must be one of {HVG_FLAVORS}, got {self.hvg_flavor!r}")
+        if self.protein == "dsb" and not self.empty_droplets:
+            raise DataError("protein=dsb needs empty droplets: set data.preprocess.empty_droplets=<.h5ad of raw ADT "
+                            "counts of empty droplets>, or use protein=dsb_no_empty")
+        if self.protein != "dsb" and self.empty_droplets:
+            raise DataError(f"data.preprocess.empty_droplets is only used by protein=dsb (got protein="
+                            f"{self.protein!r})")
+        if self.protein == "as_is" and self.isotype_controls:
+            raise DataError("data.preprocess.isotype_controls is only used by protein=dsb/dsb_no_empty")
+        if self.protein != "as_is":
+            self.dsb_ = DSB(pseudocount=self.dsb_pseudocount, denoise=self.dsb_denoise,
+                            isotype_controls=self.isotype_controls, scale=self.dsb_scale,
+                            quantile_clip=self.dsb_quantile_clip)
 
+    # -- fit ---------------------------------------------------------------------------------------------------
     def fit(self, train: ad.AnnData) -> "Preprocessor":
         if self.rna == "log_normalize" and "counts" not in train.layers:
             raise DataError("rna=log_normalize needs raw counts in layers['counts']; set "
                             "data.preprocess.rna=as_is if X is already normalised")
+        genes = train.var_names
         if self.min_cells > 0:
             source = train.layers["counts"] if "counts" in train.layers else train.X
-            detected = np.asarray((source > 0).sum(0)).ravel()
+            detected = _detected_cells(source)
             keep = detected >= self.min_cells
             if not keep.any():
                 raise DataError(f"no gene is detected in >= {self.min_cells} training cells (data.preprocess."
                                 f"min_cells); lower it")
-            self.genes_ = train.var_names[keep].to_numpy()
-        else:
-            self.genes_ = train.var_names.to_numpy()
+            genes = genes[keep]
+        if self.n_top_genes is not None:
+            genes = self._highly_variable(train, genes)
+        self.genes_ = genes.to_numpy()
+        if self.dsb_ is not None:
+            self.dsb_.fit(_protein_counts(train), self._empty_droplets() if self.protein == "dsb" else None)
         return self
 
+    def _highly_variable(self, train: ad.AnnData, genes: pd.Index) -> pd.Index:
+        import scanpy as sc
+
+        n_top = int(self.n_top_genes)
+        if n_top >= len(genes):
+            return genes
+        x = self._rna_matrix(train)
+        if len(genes) != train.n_vars:
+            x = x[:, train.var_names.get_indexer(genes)]
+        tmp = ad.AnnData(X=x, obs=pd.DataFrame(index=train.obs_names), var=pd.DataFrame(index=genes))
+        # scanpy's seurat/cell_ranger flavours expect log-normalised data and work on sparse X
+        hvg = sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor=self.hvg_flavor, inplace=False)
+        keep = np.asarray(hvg["highly_variable"], dtype=bool)
+        return genes[keep]
+
+    def _empty_droplets(self) -> pd.DataFrame:
+        path = Path(str(self.empty_droplets)).expanduser()
+        if not path.exists():
+            raise DataError(f"empty-droplet file not found: {path} (data.preprocess.empty_droplets)")
+        try:
+            empty = ad.read_h5ad(path)
+        except Exception as err:  # h5py/anndata raise many types for a broken file
+            raise DataError(f"cannot read empty-droplet file {path} as .h5ad: {err}") from None
+        layer = self.empty_droplets_layer
+        if layer is not None and layer not in empty.layers:
+            raise DataError(f"layer {layer!r} not found in empty-droplet file {path}; layers: "
+                            f"{list(empty.layers.keys())}")
+        x = empty.X if layer is None else empty.layers[layer]
+        x = x.toarray() if sp.issparse(x) else np.asarray(x)
+        return pd.DataFrame(x, index=empty.obs_names, columns=empty.var_names.astype(str))
+
+    # -- transform -----------------------------------------------------------------------------------------------
     def transform(self, adata: ad.AnnData) -> ad.AnnData:
+        """The split as the model sees it: kept genes, normalised, in X (CSR float32); proteins in obsm.
+
+        ``adata`` may be a view (``full[rows]``): its matrices are materialised once, never copied twice, and raw
+        count layers are not carried into the result (they stay in the full data set).
+        """
         if self.genes_ is None:
             raise RuntimeError("Preprocessor.transform called before fit")
-        out = adata.copy()
-        if self.rna == "log_normalize":  # library size over all genes, before any gene filter
-            out.X = log_normalize_counts(out.layers["counts"], self.target_sum)
-        if len(self.genes_) != out.n_vars:
-            out = out[:, self.genes_].copy()
-        out.X = sp.csr_matrix(out.X, dtype=np.float32)
+        # library size over all genes, before any gene filter
+        x = self._rna_matrix(adata)
+        x = x if sp.isspmatrix_csr(x) and x.dtype == np.float32 else sp.csr_matrix(x, dtype=np.float32)
+        var = adata.var
+        if len(self.genes_) != adata.n_vars or not np.array_equal(adata.var_names.to_numpy(), self.genes_):
+            cols = adata.var_names.get_indexer(self.genes_)
+            if (cols < 0).any():
+                raise DataError(f"genes the preprocessing was fitted on are missing, e.g. "
+                                f"{self.genes_[cols < 0][:3].tolist()}")
+            x, var = x[:, cols], var.iloc[cols]
+        out = ad.AnnData(X=sp.csr_matrix(x), obs=adata.obs.copy(), var=var.copy())
+        for key, value in adata.obsm.items():
+            out.obsm[key] = value.copy() if isinstance(value, pd.DataFrame) else np.array(value)
+        if self.dsb_ is not None:
+            out.obsm[PROTEIN_KEY] = self.dsb_.transform(_protein_counts(out))
         return out
+
+    def _rna_matrix(self, adata: ad.AnnData):
+        if self.rna == "log_normalize":
+            return log_normalize_counts(adata.layers["counts"], self.target_sum)
+        return adata.X
+
+
+def _detected_cells(x) -> np.ndarray:
+    if sp.issparse(x):
+        x = sp.csr_matrix(x)
+        return np.bincount(x.indices[x.data > 0], minlength=x.shape[1])
+    return np.asarray((np.asarray(x) > 0).sum(0)).ravel()
+
+
+def _protein_counts(adata: ad.AnnData) -> pd.DataFrame:
+    if PROTEIN_COUNTS_KEY not in adata.obsm:
+        raise DataError(f"dsb needs raw ADT counts in obsm[{PROTEIN_COUNTS_KEY!r}] (load the raw protein counts, "
+                        f"e.g. the protein file's layers['counts']), or set data.preprocess.protein=as_is")
+    counts = adata.obsm[PROTEIN_COUNTS_KEY]
+    if not isinstance(counts, pd.DataFrame):
+        counts = pd.DataFrame(np.asarray(counts), index=adata.obs_names,
+                              columns=adata.obsm[PROTEIN_KEY].columns)
+    return counts

@@ -76,6 +76,8 @@ def from_anndata(
         out.obsm[PROTEIN_KEY] = _protein_frame(adata.obsm[PROTEIN_KEY], adata.obs_names)
         if counts_layer and counts_layer in adata.layers:
             out.layers["counts"] = _as_csr(adata.layers[counts_layer])
+        if isinstance(adata.obsm.get("protein_counts"), pd.DataFrame):  # raw ADT, for dsb after the split
+            out.obsm["protein_counts"] = adata.obsm["protein_counts"]
         return out
     if rna_path is None or protein_path is None:
         raise DataError("no input data: set data.path (one .h5ad with obsm['protein']) or both "
@@ -123,3 +125,18 @@ def _protein_frame(proteins, obs_names) -> pd.DataFrame:
         return proteins
     raise DataError(f"obsm[{PROTEIN_KEY!r}] must be a DataFrame with protein names as columns, "
                     f"got {type(proteins).__name__}")
+
+
+BMMC_URL = ("the Open Problems NeurIPS 2021 multimodal benchmark (GEO GSE194122; the 600-cell 'BMMC CITE starter' "
+            "is resources_test/common/openproblems_bmmc_cite_starter/ in github.com/openproblems-bio/"
+            "neurips2021_multimodal_viash): rna.h5ad and adt.h5ad with raw counts in layers['counts']")
+
+
+def bmmc(data_dir: str, rna: str = "rna.h5ad", protein: str = "adt.h5ad", rna_layer: str | None = None,
+         protein_layer: str | None = None, counts_layer: str | None = "counts") -> ad.AnnData:
+    """The BMMC CITE-seq starter (two .h5ad files of the same cells) from a user-provided folder."""
+    from crossmodalnet.data.files import require_files
+
+    folder = require_files("BMMC CITE-seq", data_dir, [rna, protein], BMMC_URL)
+    return from_anndata(rna_path=str(folder / rna), protein_path=str(folder / protein), rna_layer=rna_layer,
+                        protein_layer=protein_layer, counts_layer=counts_layer)

@@ -47,6 +47,14 @@ def validate_cite(adata: AnnData, time_key: str | None, source: str | None = Non
     if not proteins.columns.is_unique:
         dup = proteins.columns[proteins.columns.duplicated()][:3].tolist()
         raise DataError(f"protein names collide{where}: {dup} appear more than once")
+    _check_protein_names(proteins.columns, where)
+    counts = adata.obsm.get("protein_counts")
+    if isinstance(counts, pd.DataFrame) and not pd.Index(counts.columns).equals(pd.Index(proteins.columns)):
+        only_counts = list(counts.columns.difference(proteins.columns))[:5]
+        only_values = list(proteins.columns.difference(counts.columns))[:5]
+        raise DataError(f"raw protein counts (obsm['protein_counts']){where} name other proteins than "
+                        f"obsm[{PROTEIN_KEY!r}]: only in counts {only_counts}, only in values {only_values} "
+                        f"(or the same names in another order)")
     non_numeric = [c for c in proteins.columns if not pd.api.types.is_numeric_dtype(proteins[c])]
     if non_numeric:
         raise DataError(f"protein columns{where} are not numeric: {non_numeric[:5]}")
@@ -60,6 +68,19 @@ def validate_cite(adata: AnnData, time_key: str | None, source: str | None = Non
             parse_time_column(adata.obs[time_key], time_key)
         except ValueError as err:
             raise DataError(f"{err}{where}") from None
+
+
+def _check_protein_names(names: pd.Index, where: str) -> None:
+    """Names that differ only by case, surrounding spaces or type (1 vs "1") would be one protein downstream."""
+    keys: dict[str, object] = {}
+    for name in names:
+        key = str(name).strip().lower()
+        if not key:
+            raise DataError(f"a protein has an empty name{where}")
+        if key in keys:
+            raise DataError(f"protein names collide{where}: {keys[key]!r} and {name!r} differ only by case, "
+                            f"spaces or type; rename one")
+        keys[key] = name
 
 
 def _check_genes(x, obs_names: pd.Index, var_names: pd.Index, where: str) -> None:

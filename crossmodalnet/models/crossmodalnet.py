@@ -63,7 +63,7 @@ class CrossmodalNet(L.LightningModule):
         nlc_reduction: str = "mean",
         adversary: bool = True,
         gradnorm_mode: str = "fast",
-        time_init_std: float = 1.0,
+        time_init_std: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

@@ -25,7 +25,7 @@ class CrossmodalNetwork(nn.Module):
 
     def __init__(self, n_genes: int, n_proteins: int, n_times: int, latent_dim: int = 512,
                  dropout: float = 0.05, batch_norm: bool = True, dis_hidden: int = 128,
-                 time_init_std: float = 1.0) -> None:
+                 time_init_std: float = 0.0) -> None:
         super().__init__()
         if min(n_genes, n_proteins, n_times, latent_dim) < 1:
             raise ValueError(f"sizes must be positive: genes={n_genes}, proteins={n_proteins}, "

@@ -1,0 +1,124 @@
+"""scIPENN (Lakkis et al. 2022) through the real ``sciPENN`` package from PyPI, behind the common interface.
+
+Why it is not a declared dependency: sciPENN 0.9.6 (the latest release, 2021) pins ``numba<=0.50.0``, while
+scanpy 1.11 needs ``numba>=0.57.1``, so ``pip install sciPENN`` cannot resolve against this project's
+dependency set (and numba 0.50 / llvmlite 0.33 have no wheels for Python 3.11: building them from source
+fails). Its code does not use numba, and it runs on this stack when installed without its pins:
+``pip install --no-deps sciPENN==0.9.6``. Without it this baseline raises :class:`BaselineUnavailable`
+(the table scripts then mark the row unavailable).
+
+sciPENN's own pipeline is kept: genes and training proteins are z-scored per batch (``sc.pp.scale``, as
+``sciPENN.Preprocessing.preprocess`` does; test cells are scaled on their own, as sciPENN does), it holds out
+``val_split`` of the training cells for its own early stopping (``ES_max`` epochs without improvement), and
+its point prediction (the MSE head) is mapped back to the protein scale with the training mean and std.
+Inputs are the data module's preprocessed genes, so cell/log normalisation and HVG selection are off.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from crossmodalnet.baselines.base import Baseline, BaselineUnavailable, Matrix, as_dense
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = ("sciPENN is not installed: `pip install sciPENN` cannot resolve against this project "
+                "(sciPENN 0.9.6 pins numba<=0.50.0, scanpy 1.11 needs numba>=0.57.1, and numba 0.50 has no "
+                "Python 3.11 wheel); install it without its pins: pip install --no-deps sciPENN==0.9.6")
+
+
+def scipenn_available() -> tuple[bool, str]:
+    """(True, version) when the package imports, else (False, the reason)."""
+    try:
+        from importlib.metadata import version
+
+        import sciPENN.sciPENN_API  # noqa: F401
+        return True, version("sciPENN")
+    except ImportError as err:
+        return False, f"{INSTALL_HINT} ({err})"
+
+
+class ScipennBaseline(Baseline):
+    name = "scipenn"
+
+    def __init__(self, n_epochs: int = 500, es_max: int = 12, decay_max: int = 6, decay_step: float = 0.1,
+                 lr: float = 1e-3, batch_size: int = 128, val_split: float = 0.1,
+                 quantiles: list[float] | None = None, use_gpu: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        ok, why = scipenn_available()
+        if not ok:
+            raise BaselineUnavailable(why)
+        self.n_epochs, self.es_max, self.decay_max = int(n_epochs), int(es_max), int(decay_max)
+        self.decay_step, self.lr, self.batch_size = float(decay_step), float(lr), int(batch_size)
+        self.val_split, self.use_gpu = float(val_split), bool(use_gpu)
+        self.quantiles = [0.1, 0.25, 0.75, 0.9] if quantiles is None else list(quantiles)
+        self.api = None
+        self.protein_mean_: np.ndarray | None = None
+        self.protein_std_: np.ndarray | None = None
+        self.log_tail_: str = ""
+
+    def _fit(self, x: Matrix, y: np.ndarray, x_val, y_val) -> None:
+        from sciPENN.sciPENN_API import sciPENN_API
+
+        n = x.shape[0]
+        obs = pd.DataFrame(index=[f"cell{i}" for i in range(n)])
+        genes = ad.AnnData(as_dense(x), obs=obs.copy(),
+                           var=pd.DataFrame(index=self.gene_names or [f"g{i}" for i in range(x.shape[1])]))
+        proteins = ad.AnnData(y.astype(np.float32), obs=obs.copy(),
+                              var=pd.DataFrame(index=self.protein_names or [f"p{i}" for i in range(y.shape[1])]))
+        # sciPENN's z-scoring of the training proteins (sc.pp.scale: unbiased std, zero std -> 1), to undo later
+        self.protein_mean_ = y.mean(0)
+        std = y.std(0, ddof=1)
+        self.protein_std_ = np.where(std > 0, std, 1.0)
+        np.random.seed(self.seed)          # sciPENN draws its validation cells with numpy's global RNG
+        torch.manual_seed(self.seed)
+        buf = io.StringIO()
+        cwd = os.getcwd()
+        with tempfile.TemporaryDirectory(prefix="scipenn-") as tmp, contextlib.redirect_stdout(buf):
+            os.chdir(tmp)  # sciPENN's build_dir loops forever on an absolute weights_dir: give it a relative one
+            try:
+                self.api = sciPENN_API([genes], [proteins], gene_test=None, select_hvg=False,
+                                       cell_normalize=False, log_normalize=False, gene_normalize=True,
+                                       min_cells=0, min_genes=0, batch_size=self.batch_size,
+                                       val_split=self.val_split, use_gpu=self.use_gpu)
+                self.api.train(quantiles=self.quantiles, n_epochs=self.n_epochs, ES_max=self.es_max,
+                               decay_max=self.decay_max, decay_step=self.decay_step, lr=self.lr,
+                               weights_dir="weights", load=False)
+            finally:
+                os.chdir(cwd)
+        lines = buf.getvalue().strip().splitlines()
+        self.epochs_ = sum(line.startswith("Epoch") for line in lines)
+        self.log_tail_ = "\n".join(lines[-3:])
+        log.info("scipenn: %d epochs; %s", self.epochs_, lines[-1] if lines else "")
+
+    def _predict(self, x: Matrix) -> np.ndarray:
+        import scanpy as sc
+
+        genes = ad.AnnData(as_dense(x))
+        if genes.n_obs > 1:
+            sc.pp.scale(genes)  # sciPENN scales the test cells' genes on their own (gene_normalize)
+        model = self.api.model
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.as_tensor(genes.X, dtype=torch.float32, device=self.api.device))["modality 2"]
+        point = out[0] if isinstance(out, (tuple, list)) else out
+        return point.cpu().numpy() * self.protein_std_ + self.protein_mean_
+
+    def save(self, path: Path) -> Path:
+        path = Path(path).with_suffix(".pt")
+        torch.save({"state_dict": self.api.model.state_dict(), "protein_mean": self.protein_mean_,
+                    "protein_std": self.protein_std_}, path)
+        return path
+
+    def params(self) -> dict[str, Any]:
+        return {"epochs": float(getattr(self, "epochs_", 0))}
