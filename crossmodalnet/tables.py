@@ -230,11 +230,13 @@ def write_table(summary: pd.DataFrame, out_dir: Path, name: str, title: str, con
 
 
 def context_line(spec: TableSpec, split: str, command: str) -> str:
-    return (f"Data: `{spec.data}`{' (quick mode: tiny data and budgets)' if spec.quick else ''}; split: {split}; "
+    other = "" if spec.data in ("hspc", "myeloid") else f" (a different data set from `{spec.data}`: reference only)"
+    quick = " (quick mode: tiny data and budgets)" if spec.quick else ""
+    return (f"Data: `{spec.data}`{quick}; split: {split}; "
             f"seeds {list(spec.seeds)} (mean ± sample SD over seeds; every method on the same split per seed). "
             f"Corr = mean per-cell Pearson over test cells, MSE over all test values. The paper's columns are its "
             f"Table numbers for HSPC and myeloid data"
-            f"{'' if spec.data in ('hspc', 'myeloid') else f' (a different data set from `{spec.data}`: for reference only)'}."
+            f"{other}."
             f"\n\nCommand: `{command}`")
 
 
@@ -292,9 +294,10 @@ def table_cli(kind: str, argv: Sequence[str] | None = None) -> Path:
         sys.exit(2)
     out_dir = args.out or Path("logs") / "tables" / f"{kind}_{args.data}"
     runs = pd.read_csv(out_dir / "runs.csv") if args.from_runs else run_table(spec, out_dir)
+    spec.seeds = sorted(int(s) for s in runs["seed"].unique())
     summary = summarise(runs, PAPER_TABLE2 if ood else PAPER_TABLE1)
-    split = (f"held-out time point {overrides[-1].split('=', 1)[1]} as test, the other times 95/5 train/val"
-             if ood else "in-distribution 80/5/15, stratified by time")
+    split = (f"held-out time point {overrides[-1].split('=', 1)[1]} as test, the other time points split 80:5 "
+             "into train/val" if ood else "in-distribution 80/5/15, stratified by time")
     command = f"python scripts/reproduce_{kind}.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     title = ("Table 2: held-out time point" if ood else "Table 1: in-distribution predictions") + f" ({args.data})"
     md, csv = write_table(summary, out_dir, kind, title, context_line(spec, split, command))
@@ -414,7 +417,8 @@ def s2_cli(argv: Sequence[str] | None = None) -> Path:
         runs = run_s2(sizes, methods, args.out, n_proteins, args.seed, args.override, method_overrides, args.quick)
     summary = summarise_s2(runs, list(sizes))
     command = "python scripts/runtime_table_s2.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    context = (f"Training time = the fit alone (`train/fit_seconds` in each run's metrics.json), {n_proteins} proteins, "
+    context = (f"Training time = the fit alone (`train/fit_seconds` in each run's metrics.json), {n_proteins} "
+               f"proteins, "
                f"seed {args.seed}{', quick mode' if args.quick else ''}. Neural models: at most 500 epochs, early "
                f"stopping after 10 epochs without a better validation per-cell Pearson (epochs run in brackets); "
                f"scIPENN keeps its own rule (validation loss). Here: {platform.processor() or platform.machine()}, "
