@@ -9,6 +9,9 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --no-compile -e ".[dev]"
+	# scIPENN baseline: sciPENN 0.9.6 pins numba<=0.50 (no Python 3.11 wheels, clashes with scanpy's numba>=0.57),
+	# but its code never uses numba, so it is installed without its pins (docs/reproducing.md)
+	$(PY) -m pip install --no-compile --no-deps "sciPENN==0.9.6"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -14,13 +14,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 
 from crossmodalnet.data.timepoints import TimeAxis
 from crossmodalnet.losses import discriminator_loss, fader_loss, gradient_penalty, nlc_loss
-from crossmodalnet.metrics import regression_metrics
+from crossmodalnet.models.base import ProteinRegressor
 from crossmodalnet.models.gradnorm import GradNorm
 from crossmodalnet.models.network import CrossmodalNetwork, first_layer
 
@@ -38,7 +37,7 @@ def _gram(x: torch.Tensor) -> torch.Tensor:
     return x @ x.t() if x.layout == torch.strided else (x @ x.to_dense().t())
 
 
-class CrossmodalNet(L.LightningModule):
+class CrossmodalNet(ProteinRegressor):
     """Hyperparameter names and defaults follow the paper's Table S1."""
 
     def __init__(
@@ -83,10 +82,6 @@ class CrossmodalNet(L.LightningModule):
         self.train_steps = 0
         self.n_discriminator_steps = 0
         self.n_generator_steps = 0
-        self.gene_names: list[str] | None = None
-        self.protein_names: list[str] | None = None
-        self.preprocessing: dict | None = None  # how training genes were normalised (set by train.build_model)
-        self._eval_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # -- inference ---------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, time_weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -210,46 +205,9 @@ class CrossmodalNet(L.LightningModule):
         w = self.gradnorm.weights.detach()
         self.log_dict({"train/w_nlc": w[0], "train/w_fader": w[1]}, on_step=False, on_epoch=True)
 
-    # -- evaluation -----------------------------------------------------------------------------------------------
-    def _collect(self, batch: dict[str, torch.Tensor]) -> None:
-        pred = self(batch["x"], batch["time_weights"])
-        self._eval_outputs.append((pred.detach(), batch["y"]))
-
-    def _epoch_metrics(self, prefix: str) -> None:
-        if not self._eval_outputs:
-            return
-        pred = torch.cat([p for p, _ in self._eval_outputs])
-        target = torch.cat([t for _, t in self._eval_outputs])
-        self._eval_outputs.clear()
-        metrics = regression_metrics(pred, target, prefix=f"{prefix}/")
-        self.log_dict(metrics, prog_bar=prefix == "val")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._collect(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_metrics("val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._collect(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_metrics("test")
-
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self(batch["x"], batch["time_weights"])
-
     # -- checkpoint metadata ------------------------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["crossmodalnet"] = {"gene_names": self.gene_names, "protein_names": self.protein_names,
-                                       "time_axis": self.time_axis.to_dict(),
-                                       "preprocessing": self.preprocessing}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        meta = checkpoint.get("crossmodalnet", {})
-        self.gene_names = meta.get("gene_names")
-        self.protein_names = meta.get("protein_names")
-        self.preprocessing = meta.get("preprocessing")
+    def checkpoint_metadata(self) -> dict:
+        return {**super().checkpoint_metadata(), "time_axis": self.time_axis.to_dict()}
 
 
 def _combine(w1: torch.Tensor, g1: torch.Tensor | None, w2: torch.Tensor, g2: torch.Tensor | None,

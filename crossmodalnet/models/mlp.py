@@ -8,19 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 
 from crossmodalnet.baselines.base import warn_ignored
 from crossmodalnet.losses import nlc_loss
-from crossmodalnet.metrics import regression_metrics
+from crossmodalnet.models.base import ProteinRegressor
 from crossmodalnet.models.network import CrossmodalNetwork
 
 LOSSES = ("mse", "nlc")
 
 
-class MLP(L.LightningModule):
+class MLP(ProteinRegressor):
     """MLP2(MLP1(x)) trained with Adam on ``loss`` = "mse" or "nlc"; defaults follow Table S1's MLP rows."""
 
     def __init__(
@@ -47,9 +46,6 @@ class MLP(L.LightningModule):
                                          dropout=dropout, batch_norm=batch_norm, dis_hidden=1)
         self.network.time_embedding = None   # no time embedding ...
         self.network.discriminator = None    # ... and no adversary
-        self.gene_names: list[str] | None = None
-        self.protein_names: list[str] | None = None
-        self._eval_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, x: torch.Tensor, time_weights: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted proteins; ``time_weights`` is accepted (same call as CrossmodalNet) and ignored."""
@@ -69,37 +65,3 @@ class MLP(L.LightningModule):
                  batch_size=batch["y"].shape[0])
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=batch["y"].shape[0])
         return loss
-
-    # -- evaluation: the same metric names as CrossmodalNet, so the same callbacks and tables apply ---------------
-    def _collect(self, batch: dict[str, torch.Tensor]) -> None:
-        self._eval_outputs.append((self(batch["x"]).detach(), batch["y"]))
-
-    def _epoch_metrics(self, prefix: str) -> None:
-        if not self._eval_outputs:
-            return
-        pred = torch.cat([p for p, _ in self._eval_outputs])
-        target = torch.cat([t for _, t in self._eval_outputs])
-        self._eval_outputs.clear()
-        self.log_dict(regression_metrics(pred, target, prefix=f"{prefix}/"), prog_bar=prefix == "val")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._collect(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_metrics("val")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._collect(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_metrics("test")
-
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self(batch["x"])
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["crossmodalnet"] = {"gene_names": self.gene_names, "protein_names": self.protein_names}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        meta = checkpoint.get("crossmodalnet", {})
-        self.gene_names, self.protein_names = meta.get("gene_names"), meta.get("protein_names")
