@@ -51,6 +51,7 @@ def run_size(name: str, epochs: int, warmup: int, batch_size: int, latent: int, 
 
     from crossmodalnet.data.datamodule import CellBatches, batch_loader
     from crossmodalnet.data.simulate import random_csr
+    from crossmodalnet.models.base import adam
     from crossmodalnet.models.crossmodalnet import CrossmodalNet
     from crossmodalnet.models.network import CrossmodalNetwork
 
@@ -89,7 +90,7 @@ def run_size(name: str, epochs: int, warmup: int, batch_size: int, latent: int, 
             return nn.functional.mse_loss(self.network(batch["x"]), batch["y"])
 
         def configure_optimizers(self):
-            return torch.optim.Adam(self.network.generator_parameters(), lr=1e-3, weight_decay=5e-6)
+            return adam(self.network.generator_parameters(), lr=1e-3, weight_decay=5e-6)
 
     def epoch_time(module) -> float:
         timer = EpochTimer()

@@ -64,3 +64,16 @@ class ProteinRegressor(L.LightningModule):
         self.gene_names = meta.get("gene_names")
         self.protein_names = meta.get("protein_names")
         self.preprocessing = meta.get("preprocessing")
+
+
+def adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam with the fused kernel where this torch build has one for the parameters' device.
+
+    Same update as plain Adam; on CPU it is about 4x faster (one pass over each tensor instead of ~10), which
+    matters because the first layer holds genes x latent parameters (scripts/benchmark.py).
+    """
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError):  # older torch, or a device without a fused kernel
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)

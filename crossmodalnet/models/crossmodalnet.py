@@ -19,7 +19,7 @@ from torch import nn
 
 from crossmodalnet.data.timepoints import TimeAxis
 from crossmodalnet.losses import discriminator_loss, fader_loss, gradient_penalty, nlc_loss
-from crossmodalnet.models.base import ProteinRegressor
+from crossmodalnet.models.base import ProteinRegressor, adam
 from crossmodalnet.models.gradnorm import GradNorm
 from crossmodalnet.models.network import CrossmodalNetwork, first_layer
 
@@ -90,10 +90,9 @@ class CrossmodalNet(ProteinRegressor):
     # -- optimisers ------------------------------------------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
-        gen = torch.optim.Adam(self.network.generator_parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        dis = torch.optim.Adam(self.network.discriminator.parameters(), lr=hp.dis_lr,
-                               weight_decay=hp.dis_weight_decay)
-        weights = torch.optim.Adam(self.gradnorm.parameters(), lr=hp.gradnorm_lr)
+        gen = adam(self.network.generator_parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        dis = adam(self.network.discriminator.parameters(), lr=hp.dis_lr, weight_decay=hp.dis_weight_decay)
+        weights = adam(self.gradnorm.parameters(), lr=hp.gradnorm_lr)
         return [gen, dis, weights]
 
     # -- training --------------------------------------------------------------------------------------------------

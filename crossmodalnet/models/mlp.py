@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from crossmodalnet.baselines.base import warn_ignored
 from crossmodalnet.losses import nlc_loss
-from crossmodalnet.models.base import ProteinRegressor
+from crossmodalnet.models.base import ProteinRegressor, adam
 from crossmodalnet.models.network import CrossmodalNetwork
 
 LOSSES = ("mse", "nlc")
@@ -57,7 +57,7 @@ class MLP(ProteinRegressor):
         return F.mse_loss(pred, target)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["x"]), batch["y"])
