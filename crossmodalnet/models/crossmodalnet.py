@@ -30,7 +30,7 @@ def _dense_t_matmul(delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """delta^T @ x for a dense or sparse x, shape (d, g)."""
     if x.layout == torch.strided:
         return delta.t() @ x
-    return (x.t() @ delta).t()
+    return (x.t() @ delta).t().contiguous()  # fused Adam needs a gradient laid out like its parameter
 
 
 def _gram(x: torch.Tensor) -> torch.Tensor:
@@ -213,4 +213,4 @@ def _combine(w1: torch.Tensor, g1: torch.Tensor | None, w2: torch.Tensor, g2: to
              p: nn.Parameter) -> torch.Tensor:
     g1 = torch.zeros_like(p) if g1 is None else g1
     g2 = torch.zeros_like(p) if g2 is None else g2
-    return w1 * g1 + w2 * g2
+    return (w1 * g1 + w2 * g2).contiguous()  # fused Adam needs a gradient laid out like its parameter
