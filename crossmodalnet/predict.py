@@ -26,6 +26,7 @@ import torch
 from crossmodalnet.data.simulate import log_normalize_counts
 from crossmodalnet.data.timepoints import TimeAxis, TimeError, time_value
 from crossmodalnet.data.validate import DataError
+from crossmodalnet.cli import run_cli
 
 log = logging.getLogger("crossmodalnet")
 
@@ -331,14 +332,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``crossmodalnet-predict``: a data problem ends in one clear line and exit status 2."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    warnings.simplefilter("default")
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
-    try:
-        return _run(args)
-    except (DataError, TimeError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(args))
 
 
 def _run(args) -> int:

@@ -158,7 +158,7 @@ def test_metadata_must_cover_the_cells(hspc_dir, tmp_path):
     with pytest.raises(DataError, match="no time column 'day'"):
         load_hspc(str(tmp_path))
     meta.to_csv(tmp_path / "metadata.csv", index=False)
-    with pytest.raises(DataError, match=r"none of the day values \[9\]"):
+    with pytest.raises(DataError, match=r"none of the times \[9\] occur in 'day'"):
         load_hspc(str(tmp_path), days=[9])
 
 

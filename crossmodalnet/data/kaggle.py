@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from crossmodalnet.data.files import require_files
-from crossmodalnet.data.timepoints import time_value
+from crossmodalnet.data.timepoints import TimeError, time_mask
 from crossmodalnet.data.validate import PROTEIN_KEY, DataError
 
 log = logging.getLogger(__name__)
@@ -265,13 +265,10 @@ def read_metadata(path: Path, cells: pd.Index, source: str, time_key: str) -> pd
 def _select_times(values: pd.Series, keep: Sequence[Any] | None, key: str, source: str) -> np.ndarray:
     if keep is None:
         return np.ones(len(values), dtype=bool)
-    wanted_str = {str(k) for k in keep}
-    wanted_num = {time_value(k) for k in keep} - {None}
-    mask = np.array([str(v) in wanted_str or time_value(v) in wanted_num for v in values], dtype=bool)
-    if not mask.any():
-        raise DataError(f"none of the {key} values {list(keep)} occur in {source}; present: "
-                        f"{sorted(pd.unique(values.astype(str)))}")
-    return mask
+    try:
+        return time_mask(values, keep, f"{key!r} of {source}")
+    except TimeError as err:
+        raise DataError(str(err)) from None
 
 
 def load_hspc(

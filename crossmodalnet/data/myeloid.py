@@ -21,7 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from crossmodalnet.data.files import require_files
-from crossmodalnet.data.timepoints import time_value
+from crossmodalnet.data.timepoints import TimeError, time_mask, time_value
 from crossmodalnet.data.validate import PROTEIN_KEY, DataError
 
 log = logging.getLogger(__name__)
@@ -104,11 +104,10 @@ def select_times(obs: pd.DataFrame, time_key: str, times: Sequence[Any] | None, 
     wanted = {time_value(t) for t in times}
     if None in wanted:
         raise DataError(f"data.source.times must be numbers (week 1 -> 1), got {list(times)}")
-    mask = np.array([time_value(v) in wanted for v in obs[time_key]], dtype=bool)
-    if not mask.any():
-        raise DataError(f"none of the times {list(times)} occur in {time_key!r} of {source}; present: "
-                        f"{sorted(obs[time_key].astype(str).unique().tolist())}")
-    return mask
+    try:
+        return time_mask(obs[time_key], list(times), f"{time_key!r} of {source}")
+    except TimeError as err:
+        raise DataError(str(err)) from None
 
 
 def load_myeloid(

@@ -32,6 +32,20 @@ def time_value(label: Any) -> float | None:
     return float(numbers[0]) if len(numbers) == 1 else None
 
 
+def time_mask(values: pd.Series, keep: Sequence[Any], what: str) -> np.ndarray:
+    """Cells whose time is one of ``keep`` (matched as text, or by number: 3 matches "day 3").
+
+    Raises TimeError naming ``what`` and the values present when nothing matches.
+    """
+    wanted_str = {str(k) for k in keep}
+    wanted_num = {time_value(k) for k in keep} - {None}
+    mask = np.array([str(v) in wanted_str or time_value(v) in wanted_num for v in values], dtype=bool)
+    if not mask.any():
+        raise TimeError(f"none of the times {list(keep)} occur in {what}; present: "
+                        f"{sorted(pd.unique(values.astype(str)))}")
+    return mask
+
+
 def parse_time_column(values: pd.Series, column: str) -> pd.Series:
     """Validate a time column and return it as labels (strings for text, numbers kept as numbers).
 

@@ -7,18 +7,16 @@ the expression-vs-saliency scatter, and with ``--gmt`` a GSEA table and running-
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import sys
-import warnings
 from pathlib import Path
 
 import anndata as ad
 import pandas as pd
 
-from crossmodalnet.data.timepoints import TimeError
 from crossmodalnet.data.validate import DataError
 from crossmodalnet.interpret.saliency import RANK_BY
+from crossmodalnet.cli import run_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,13 +45,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; a data problem ends in one clear line and exit status 2."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
-    try:
-        return _run(args)
-    except (DataError, TimeError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(args))
 
 
 def _safe(name: str) -> str:
