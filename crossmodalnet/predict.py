@@ -24,7 +24,7 @@ import scipy.sparse as sp
 import torch
 
 from crossmodalnet.data.simulate import log_normalize_counts
-from crossmodalnet.data.timepoints import TimeAxis, TimeError, time_value
+from crossmodalnet.data.timepoints import TimeAxis
 from crossmodalnet.data.validate import DataError
 from crossmodalnet.cli import run_cli
 
@@ -245,21 +245,8 @@ def resolve_time(model, obs: pd.DataFrame, time: Any = None, time_key: str | Non
         log.info("using the training time column %r of %s", train_key, where)
         labels = obs[train_key].tolist()
     for label in pd.unique(pd.Series(labels, dtype=object)):
-        _check_time(axis, label, outside_range)
+        axis.check(label, outside_range)
     return labels, axis.weight_matrix(labels, mode=time_mode)
-
-
-def _check_time(axis: TimeAxis, label: Any, outside_range: str) -> None:
-    if axis.index_of(label) is not None:
-        return
-    if axis.values is None:
-        raise TimeError(f"time {label!r} was not seen in training and the learned times {axis.labels} are "
-                        "categorical, so it cannot be interpolated")
-    v = time_value(label)
-    if v is None:
-        raise TimeError(f"time {label!r} has no numeric value; learned times are {axis.labels}")
-    if outside_range == "error" and not axis.values[0] <= v <= axis.values[-1]:
-        raise TimeError(f"time {label!r} lies outside the learned range [{axis.labels[0]}, {axis.labels[-1]}]")
 
 
 # -- prediction -------------------------------------------------------------------------------------------------------

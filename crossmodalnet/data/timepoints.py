@@ -93,6 +93,23 @@ class TimeAxis:
                 return self.values.index(v)
         return None
 
+    def check(self, label: Any, outside_range: str = "nearest") -> float | None:
+        """Raise TimeError unless ``label`` can be placed on the axis; return its value when it is unseen.
+
+        ``outside_range="error"`` also refuses a time beyond the learned range (default: the nearest is used).
+        """
+        if self.index_of(label) is not None:
+            return None
+        if self.values is None:
+            raise TimeError(f"time {label!r} was not seen in training and the learned times {self.labels} are "
+                            "categorical, so it cannot be interpolated")
+        v = time_value(label)
+        if v is None:
+            raise TimeError(f"time {label!r} has no numeric value; learned times are {self.labels}")
+        if outside_range == "error" and not self.values[0] <= v <= self.values[-1]:
+            raise TimeError(f"time {label!r} lies outside the learned range [{self.labels[0]}, {self.labels[-1]}]")
+        return v
+
     def weights(self, label: Any, *, warn: bool = True) -> np.ndarray:
         """Weight vector over the embedding rows for one time label (see module docstring)."""
         w = np.zeros(self.n_times, dtype=np.float32)
@@ -100,12 +117,7 @@ class TimeAxis:
         if idx is not None:
             w[idx] = 1.0
             return w
-        if self.values is None:
-            raise TimeError(f"time {label!r} was not seen in training and the learned times {self.labels} are "
-                            "categorical, so it cannot be interpolated")
-        v = time_value(label)
-        if v is None:
-            raise TimeError(f"time {label!r} has no numeric value; learned times are {self.labels}")
+        v = self.check(label)
         vals = np.asarray(self.values)
         if v < vals[0] or v > vals[-1]:
             nearest = int(np.argmin(np.abs(vals - v)))
