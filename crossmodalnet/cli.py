@@ -6,14 +6,17 @@ import sys
 import warnings
 from typing import Callable
 
-from crossmodalnet.data.timepoints import TimeError
-from crossmodalnet.data.validate import DataError
+from crossmodalnet._quiet import silence_noise
+from crossmodalnet.errors import DataError
 
 
 def run_cli(run: Callable[[], int]) -> int:
     """Call ``run`` with plain log/warning output; DataError, TimeError and ValueError become ``error: ...``."""
+    from crossmodalnet.data.timepoints import TimeError  # here, not at import: --help stays fast
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     warnings.simplefilter("default")
+    silence_noise()  # after simplefilter, which would otherwise show anndata's per-element old-format lines
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         return run()

@@ -11,6 +11,7 @@ in ``metrics.json``:
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def time_embedding_comparison(model, dm: CiteDataModule, split: str = "test") ->
     for i, t in enumerate(axis.labels):
         w = np.zeros((len(labels), axis.n_times), dtype=np.float32)
         w[:, i] = 1.0
-        weightings[f"at_{t}"] = w
+        weightings[f"at_{metric_key(t)}"] = w
     out: dict[str, float] = {}
     with torch.inference_mode():
         for name, w in weightings.items():
@@ -67,29 +68,48 @@ def time_embedding_comparison(model, dm: CiteDataModule, split: str = "test") ->
     return out
 
 
-def saliency_recovery(model, dm: CiteDataModule, split: str = "train", max_cells: int = RECOVERY_MAX_CELLS,
-                      seed: int = 0) -> dict[str, float]:
-    """Simulator ground truth: AUROC / precision@k / coding-gene-first of the saliency ranking (|gamma_j|, summed
-    over a seeded subset of ``max_cells`` cells of ``split``) and of the |Pearson(gene, protein)| baseline (over
-    all cells of ``split``: the baseline gets at least as much data as saliency)."""
-    from crossmodalnet.interpret.recovery import causal_sets, compare_with_correlation
-    from crossmodalnet.interpret.saliency import result_from_accumulator, saliency_from_batches
+def recovery_saliency(model, dm: CiteDataModule, split: str = "train", max_cells: int = RECOVERY_MAX_CELLS,
+                      seed: int = 0, method: str | None = None, per_cell: bool = True, **options):
+    """Saliency of every protein by ``method`` (None = the default) over a seeded subset of ``max_cells`` cells
+    of ``split``, as a :class:`~crossmodalnet.interpret.saliency.SaliencyResult`. ``integrated_gradients_mean``
+    starts at the mean expression of all of ``split``'s cells (the training mean for ``train``)."""
+    from crossmodalnet.interpret.saliency import (DEFAULT_METHOD, needs_baseline, result_from_accumulator,
+                                                  saliency_from_batches)
 
+    method = method or DEFAULT_METHOD
     part = dm.splits[split]
-    causal = causal_sets(dm.adata)
     rows = np.arange(part.n_obs)
     if part.n_obs > max_cells:
         rows = np.sort(np.random.default_rng(seed).choice(part.n_obs, max_cells, replace=False))
     genes = part.X[rows]
     weights = dm.datasets[split].time_weights.numpy()[rows]
+    baseline = np.asarray(part.X.mean(0)).ravel() if needs_baseline(method) else None
     batch = 256
     batches = ((genes[i:i + batch].toarray(), weights[i:i + batch]) for i in range(0, len(rows), batch))
-    acc = saliency_from_batches(model, batches, list(range(dm.n_proteins)), dm.n_genes, per_cell=False)
-    result = result_from_accumulator(acc, dm.protein_names, dm.gene_names)
+    acc = saliency_from_batches(model, batches, list(range(dm.n_proteins)), dm.n_genes, per_cell=per_cell,
+                                method=method, baseline=baseline, **options)
+    return result_from_accumulator(acc, dm.protein_names, dm.gene_names, meta={"method": method})
+
+
+def saliency_recovery(model, dm: CiteDataModule, split: str = "train", max_cells: int = RECOVERY_MAX_CELLS,
+                      seed: int = 0, method: str | None = None, rank_by: str | None = None,
+                      **options) -> dict[str, float]:
+    """Simulator ground truth: AUROC / precision@k / coding-gene-first of the saliency ranking (``method``,
+    ranked ``rank_by``; None = the defaults; summed over a seeded subset of ``max_cells`` cells of ``split``) and
+    of the |Pearson(gene, protein)| baseline (over all cells of ``split``: the baseline gets at least as much data
+    as saliency)."""
+    from crossmodalnet.interpret.recovery import causal_sets, compare_with_correlation
+    from crossmodalnet.interpret.saliency import DEFAULT_RANK_BY
+
+    rank_by = rank_by or DEFAULT_RANK_BY
+    causal = causal_sets(dm.adata)
+    result = recovery_saliency(model, dm, split, max_cells, seed, method, per_cell=rank_by == "absolute",
+                               **options)
+    part = dm.splits[split]
     proteins = part.obsm[PROTEIN_KEY].to_numpy(dtype=np.float64)
     prefix = f"recovery/{split}/"
-    out = compare_with_correlation(result.scores("magnitude"), part.X, proteins, causal, prefix=prefix)
-    out[f"{prefix}n_cells_saliency"] = float(len(rows))
+    out = compare_with_correlation(result.scores(rank_by), part.X, proteins, causal, prefix=prefix)
+    out[f"{prefix}n_cells_saliency"] = float(result.n_cells)
     out[f"{prefix}n_cells_correlation"] = float(part.n_obs)
     return out
 
@@ -97,6 +117,11 @@ def saliency_recovery(model, dm: CiteDataModule, split: str = "train", max_cells
 def extra_metrics(model, dm: CiteDataModule, cfg) -> dict[str, float]:
     """Reference numbers for the held-out split, added to metrics.json."""
     metrics = train_mean_baseline(dm, "test")
+    metrics.update(interval_metrics(model, dm, cfg))
+    if has_time_embedding(model):  # does z still carry the time? (the adversary's job; crossmodalnet/latent_time.py)
+        from crossmodalnet.latent_time import latent_time_metrics
+
+        metrics.update(latent_time_metrics(model, dm, seed=int(cfg.get("seed", 0) or 0) if cfg is not None else 0))
     if dm.holdout_time is not None and has_time_embedding(model):
         metrics.update(time_embedding_comparison(model, dm, "test"))
     # saliency needs a differentiable model (not the scikit-learn / LightGBM baselines)
@@ -108,41 +133,117 @@ def extra_metrics(model, dm: CiteDataModule, cfg) -> dict[str, float]:
     return metrics
 
 
+def interval_metrics(model, dm: CiteDataModule, cfg) -> dict[str, float]:
+    """Split-conformal prediction intervals (crossmodalnet/uncertainty.py): calibrated on the validation cells and
+    attached to ``model.conformal`` (train() stores them with the model); coverage and mean width of
+    ``cfg.uncertainty.level`` intervals on the test cells as ``test/interval/*``."""
+    from crossmodalnet.uncertainty import fit_and_score
+
+    settings = cfg.get("uncertainty") if cfg is not None else None
+    if settings is not None and not settings.get("enabled", True):
+        return {}
+    settings = dict(settings) if settings is not None else {}
+    cal, metrics = fit_and_score(model, dm, settings)
+    if cal is not None:
+        model.conformal = cal
+    return metrics
+
+
+def metric_key(label) -> str:
+    """A time/condition label as it appears inside a metric key: no spaces (``day 2`` -> ``day_2``), so keys
+    work as Hydra overrides, wandb panels and shell arguments."""
+    return re.sub(r"[\s/]+", "_", str(label).strip())
+
+
+def reference_warning(metrics: dict) -> str | None:
+    """One line when the run predicts test cells no better than each protein's training mean (per-cell Pearson)."""
+    ours, ref = metrics.get("test/pearson_cell"), metrics.get("test/baseline_train_mean/pearson_cell")
+    if ours is None or ref is None or not np.isfinite(ours) or not np.isfinite(ref) or ours > ref:
+        return None
+    return (f"this run does not beat the train-mean reference: test/pearson_cell {ours:.3f} <= {ref:.3f} "
+            "(predicting each protein's training mean); train longer (trainer.max_epochs), check the "
+            "preprocessing, or treat its predictions with care")
+
+
 def has_time_embedding(model) -> bool:
     """CrossmodalNet has one; the MLP and fit/predict baselines do not (their time-specific checks are skipped)."""
     network = getattr(model, "network", None)
     return getattr(network, "time_embedding", None) is not None and hasattr(model, "time_axis")
 
 
-def write_run_figures(model, dm: CiteDataModule, run_dir: str | Path, predictions=None) -> list[Path]:
-    """Training curves, the time embedding (PCA; a held-out time placed by interpolation) and measured vs
-    predicted for the best-predicted test protein, beside its coding gene when known, in ``run_dir/plots``."""
+CELL_TYPE_KEYS = ("cell_type", "celltype", "cell_type_l2", "cell_type_l1", "celltype.l2", "celltype.l1",
+                  "cell_types", "annotation", "lineage", "leiden", "louvain")
+
+
+def cell_type_column(obs, key: str | None = None) -> str | None:
+    """The obs column to colour cells by: ``key`` when given, else the first of :data:`CELL_TYPE_KEYS` present
+    with 2 to 200 distinct values."""
+    if key is not None:
+        return key if key in obs.columns else None
+    for k in CELL_TYPE_KEYS:
+        if k in obs.columns and 2 <= obs[k].nunique() <= 200:
+            return k
+    return None
+
+
+def write_run_figures(model, dm: CiteDataModule, run_dir: str | Path, predictions=None,
+                      cell_type_key: str | None = None) -> list[Path]:
+    """A run's figures in ``run_dir/plots``: training curves (with the train-mean reference, task weights and
+    discriminator when logged), the time embedding (PCA, only with three or more times: two points have one
+    direction), and on the test cells: measured vs predicted for the best-predicted protein (y = x, coloured
+    by time and by a cell-type column), per-protein Pearson for all proteins, and accuracy by time point."""
+    import pandas as pd
+
     from crossmodalnet.interpret import plots
     from crossmodalnet.interpret.time_embedding import time_embedding_pca
+    from crossmodalnet.metrics import pearson_per_cell, pearson_per_protein
 
     out_dir = Path(run_dir) / "plots"
     written = []
+    name = type(model).__name__
     logs = sorted(Path(run_dir).glob("csv/**/metrics.csv"))
     if logs:
-        written.append(plots.plot_training_curves(logs[-1], out_dir / "training_curves.png"))
+        reference = None
+        if dm.splits["val"].n_obs > 1:
+            reference = train_mean_baseline(dm, "val").get("val/baseline_train_mean/pearson_cell")
+        written.append(plots.plot_training_curves(logs[-1], out_dir / "training_curves.png", reference))
     if has_time_embedding(model):
         extra = [dm.holdout_time] if dm.holdout_time is not None and model.time_axis.values is not None else []
-        written.append(plots.plot_time_embedding(time_embedding_pca(model, extra),
-                                                 out_dir / "time_embedding_pca.png"))
-    if predictions is not None and predictions.n_obs > 2:
-        from crossmodalnet.metrics import pearson_per_protein
-
-        measured = predictions.layers["measured"]
-        r = np.nan_to_num(pearson_per_protein(predictions.X, measured), nan=-1.0)
-        j = int(np.argmax(r))
-        protein = str(predictions.var_names[j])
-        gene = _coding_gene(dm, protein)
-        expr = None
-        if gene is not None:
-            col = dm.splits["test"][:, gene].X
-            expr = np.asarray(col.toarray() if hasattr(col, "toarray") else col).ravel()
-        written.append(plots.plot_measured_vs_predicted(measured[:, j], predictions.X[:, j], protein,
-                                                        out_dir / "measured_vs_predicted.png", expr, gene))
+        if model.time_axis.n_times + len(extra) >= 3:
+            written.append(plots.plot_time_embedding(time_embedding_pca(model, extra),
+                                                     out_dir / "time_embedding_pca.png"))
+    if predictions is None or predictions.n_obs <= 2:
+        return written
+    measured = np.asarray(predictions.layers["measured"], dtype=np.float64)
+    pred = np.asarray(predictions.X, dtype=np.float64)
+    cells = "held-out test cells" if dm.holdout_time is None else f"held-out {dm.time_key} {dm.holdout_time} cells"
+    r = pd.Series(pearson_per_protein(pred, measured), index=[str(p) for p in predictions.var_names])
+    j = int(np.argmax(np.nan_to_num(r.to_numpy(), nan=-1.0)))
+    protein = str(predictions.var_names[j])
+    gene = _coding_gene(dm, protein)
+    expr = None
+    if gene is not None:
+        col = dm.splits["test"][:, gene].X
+        expr = np.asarray(col.toarray() if hasattr(col, "toarray") else col).ravel()
+    obs = predictions.obs
+    times = obs[dm.time_key].to_numpy() if dm.time_key and dm.time_key in obs else None
+    if times is not None and len(pd.unique(times)) < 2:
+        times = None  # one time: colouring by it says nothing
+    ct_key = cell_type_column(obs, cell_type_key)
+    written.append(plots.plot_measured_vs_predicted(
+        measured[:, j], pred[:, j], protein, out_dir / "measured_vs_predicted.png", expr, gene,
+        time=times, time_label=dm.time_key or "time", cell_type=None if ct_key is None else obs[ct_key].to_numpy(),
+        cell_type_label=ct_key or "cell type", cells=cells, model_name=name))
+    if r.notna().any():
+        written.append(plots.plot_pearson_per_protein(r, out_dir / "pearson_per_protein.png", cells, name))
+    if times is not None and len(pd.unique(times)) >= 2:
+        per_cell = pd.DataFrame({"time": times, "pearson_cell": pearson_per_cell(pred, measured)})
+        train_mean = dm.splits["train"].obsm[PROTEIN_KEY].to_numpy(dtype=np.float64).mean(0)
+        ref = pd.DataFrame({"time": pd.Series(times).astype(str),
+                            "r": pearson_per_cell(np.tile(train_mean, (len(measured), 1)), measured)})
+        written.append(plots.plot_accuracy_by_time(per_cell, out_dir / "accuracy_by_time.png",
+                                                   dm.time_key or "time", ref.groupby("time")["r"].median(),
+                                                   cells, name))
     return written
 
 

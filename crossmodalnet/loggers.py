@@ -4,7 +4,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import logging
+
 from lightning.pytorch.loggers import WandbLogger
+
+log = logging.getLogger("crossmodalnet")
+
+
+class OfflineWandbLogger(WandbLogger):
+    """A WandbLogger that, when the run is offline, says in one line at the end where it went and how to upload
+    it (wandb itself is silenced: ``WANDB_SILENT``)."""
+
+    def finalize(self, status: str) -> None:
+        # where the run lives, read before super() closes it: <save_dir>/wandb/offline-run-<time>-<id>
+        run_dir = None
+        if self._experiment is not None:
+            try:
+                run_dir = Path(self._experiment.dir).parent
+            except Exception:  # a disabled or already closed run has no directory
+                run_dir = None
+        super().finalize(status)
+        if run_dir is not None and self._offline:
+            log.info("wandb: offline run saved in %s; upload it with `wandb sync %s`", run_dir, run_dir)
 
 
 def wandb_configured() -> bool:
@@ -25,4 +46,4 @@ def wandb_logger(project: str = "crossmodalnet", save_dir: str = ".", offline: b
     if offline is None:
         offline = not wandb_configured()
     os.environ.setdefault("WANDB_SILENT", "true")
-    return WandbLogger(project=project, save_dir=save_dir, offline=offline, **kwargs)
+    return OfflineWandbLogger(project=project, save_dir=save_dir, offline=offline, **kwargs)

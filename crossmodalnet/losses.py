@@ -1,6 +1,8 @@
 """Training losses: negative log correlation (NLC), the Fader generator loss and the discriminator loss."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -25,21 +27,58 @@ def nlc_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6, reduct
     raise ValueError(f"unknown reduction {reduction!r}: use 'mean', 'sum' or 'none'")
 
 
+RECONSTRUCTIONS = ("mse", "sq_norm")
+ADVERSARIAL_LOSSES = ("flip", "confusion")
+
+
+def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "sq_norm") -> torch.Tensor:
+    """The Fader reconstruction term.
+
+    ``"sq_norm"``: the paper's ``mean_i ||yhat_i - y_i||^2`` (per-cell squared norm, p times ``"mse"``);
+    ``"mse"``: ``F.mse_loss`` (mean over cells and proteins), as in the authors' code. The choice also sets how
+    strong ``dis_lambda`` is relative to the reconstruction.
+    """
+    if kind == "sq_norm":
+        return (pred - target).pow(2).sum(dim=1).mean()
+    if kind == "mse":
+        return F.mse_loss(pred, target)
+    raise ValueError(f"unknown reconstruction {kind!r}: use one of {RECONSTRUCTIONS}")
+
+
+def adversarial_loss(dis_logits: torch.Tensor, time_index: torch.Tensor, kind: str = "confusion") -> torch.Tensor:
+    """What the generator minimises to hide the time from the discriminator (before ``dis_lambda``).
+
+    ``"flip"``: ``log P(t|z) = -CE(logits, t)`` (paper 2.3.3 and the authors' code): unbounded below, so the
+    generator is also rewarded for making the discriminator confidently *wrong*, which still encodes time, and the
+    Fader loss can go negative (GradNorm's loss ratio is then undefined).
+    ``"confusion"``: ``KL(uniform || P(.|z)) = -mean_k log P(k|z) - log c >= 0``, zero exactly when the
+    discriminator sees every time as equally likely: time-invariance is the optimum, and the term never goes
+    negative (domain confusion, Tzeng et al. 2015; Alvi et al. 2018).
+    """
+    if kind == "flip":
+        return -F.cross_entropy(dis_logits, time_index)
+    if kind == "confusion":
+        log_p = F.log_softmax(dis_logits, dim=1)
+        return -log_p.mean(dim=1).mean() - math.log(dis_logits.shape[1])
+    raise ValueError(f"unknown adversarial loss {kind!r}: use one of {ADVERSARIAL_LOSSES}")
+
+
 def fader_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
     dis_logits: torch.Tensor | None,
     time_index: torch.Tensor | None,
     dis_lambda: float,
+    reconstruction: str = "mse",
+    adversarial: str = "flip",
 ) -> torch.Tensor:
-    """MSE reconstruction + lambda * log P(t | z) (paper 2.3.3): minimising it also fools the discriminator.
-
-    ``log P(t|z) = -CE(logits, t)``. Without a discriminator (a single time point) it is plain MSE.
+    """Reconstruction + lambda * adversarial term (paper 2.3.3 with the defaults ``mse``/``flip`` of v0.2:
+    MSE + lambda * log P(t | z)). Without a discriminator (a single time point) it is the reconstruction alone.
     """
-    mse = F.mse_loss(pred, target)
+    recon = reconstruction_loss(pred, target, reconstruction)
     if dis_logits is None or dis_lambda == 0.0:
-        return mse
-    return mse - dis_lambda * F.cross_entropy(dis_logits, time_index)
+        return recon
+    return recon + dis_lambda * adversarial_loss(dis_logits, time_index, adversarial)
 
 
 def discriminator_loss(logits: torch.Tensor, time_index: torch.Tensor) -> torch.Tensor:

@@ -11,24 +11,35 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import anndata as ad
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
-import torch
 
-from crossmodalnet.data.simulate import log_normalize_counts
-from crossmodalnet.data.timepoints import TimeAxis
-from crossmodalnet.data.validate import DataError
+from crossmodalnet._lazy import lazy
 from crossmodalnet.cli import run_cli
+from crossmodalnet.errors import DataError
+
+# imported on first use: `crossmodalnet-predict --help` must not wait seconds for them (tests/test_cli_speed.py)
+ad = lazy("anndata")
+pd = lazy("pandas")
+sp = lazy("scipy.sparse")
+torch = lazy("torch")
+if TYPE_CHECKING:
+    from crossmodalnet.data.timepoints import TimeAxis
 
 log = logging.getLogger("crossmodalnet")
+
+
+def log_normalize_counts(*args, **kwargs):
+    """:func:`crossmodalnet.data.simulate.log_normalize_counts`, imported when first needed."""
+    from crossmodalnet.data.simulate import log_normalize_counts as normalize
+
+    return normalize(*args, **kwargs)
 
 CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "predict.yaml"
 # Fallbacks when configs/predict.yaml is not around (an installed, non-editable package).
@@ -49,19 +60,11 @@ def defaults() -> dict[str, Any]:
 
 # -- loading -----------------------------------------------------------------------------------------------------
 def load_model(checkpoint: str | Path, map_location: str = "cpu"):
-    """A trained CrossmodalNet from a Lightning checkpoint written by ``train()``, in eval mode."""
-    from crossmodalnet.models.crossmodalnet import CrossmodalNet
+    """A trained model in eval mode: a Lightning checkpoint written by ``train()`` (CrossmodalNet or MLP), a
+    fit/predict baseline's ``.joblib``, or a run dir holding one (see :mod:`crossmodalnet.loading`)."""
+    from crossmodalnet.loading import load_trained
 
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise DataError(f"checkpoint not found: {path}")
-    try:
-        model = CrossmodalNet.load_from_checkpoint(str(path), map_location=map_location, weights_only=False)
-    except Exception as err:  # torch/Lightning raise many types for a foreign or broken file
-        raise DataError(f"cannot load {path} as a CrossmodalNet checkpoint: {err}") from None
-    check_model(model, str(path))
-    model.checkpoint_path = str(path)
-    return model.eval()
+    return load_trained(checkpoint, map_location)
 
 
 def check_model(model, where: str = "model") -> None:
@@ -71,7 +74,13 @@ def check_model(model, where: str = "model") -> None:
         raise DataError(f"{where} carries no gene/protein names (checkpoint metadata 'crossmodalnet' missing); "
                         "use a checkpoint written by crossmodalnet.train.train()")
     net = model.network
-    if len(genes) != net.n_genes or len(proteins) != net.n_proteins:
+    projection = getattr(model, "projection", None)  # SVD input: genes -> components -> network
+    if projection is not None and (projection.n_genes != len(genes) or projection.n_outputs != net.n_genes):
+        raise DataError(f"{where}: the SVD input projection maps {projection.n_genes} genes to "
+                        f"{projection.n_outputs} components, but the metadata lists {len(genes)} genes and the "
+                        f"network reads {net.n_genes} inputs; the checkpoint is inconsistent")
+    n_in = len(genes) if projection is None else projection.n_outputs
+    if n_in != net.n_genes or len(proteins) != net.n_proteins:
         raise DataError(f"{where}: metadata lists {len(genes)} genes / {len(proteins)} proteins but the network "
                         f"has {net.n_genes} / {net.n_proteins}; the checkpoint is inconsistent")
 
@@ -137,7 +146,9 @@ def _rows(matrix, start: int, stop: int):
 def _looks_like_counts(block) -> bool:
     values = block.data if sp.issparse(block) else np.asarray(block).ravel()
     values = values[:100_000]
-    return values.size > 0 and bool(np.all(values >= 0) and np.all(values == np.round(values))
+    values = values[np.isfinite(values)]  # a NaN is reported by name when its block is read, not as "no counts"
+    # counts with a few bad entries still count as counts: the block checks then name each bad entry
+    return values.size > 0 and bool(np.mean((values >= 0) & (values == np.round(values))) >= 0.99
                                     and values.max() > 1)
 
 
@@ -150,25 +161,97 @@ class GeneSource:
     target_sum: float
     alignment: GeneAlignment
     description: str
+    obs_names: Any = None           # cell and gene names of the input, named in data errors
+    var_names: Any = None
+    where: str = "input"
+    integer_counts: bool = True     # raw counts must be whole numbers (as in training)
+    ranges: RangeMonitor | None = None
 
     def batches(self, batch_size: int) -> Iterator[tuple[int, int, np.ndarray]]:
-        """(start, stop, dense float32 block of the model's genes) for consecutive blocks of cells."""
+        """(start, stop, dense float32 block of the model's genes) for consecutive blocks of cells; after the
+        last block, cells far outside the training range (if any) are reported in one warning."""
+        from crossmodalnet._progress import MIN_CELLS, progress
+
         n = self.matrix.shape[0]
-        for start in range(0, n, batch_size):
+        starts = range(0, n, batch_size)  # a progress bar on large inputs (predict and saliency both read here)
+        for start in progress(starts, len(starts), f"{n:,} cells", show=n >= MIN_CELLS):
             stop = min(start + batch_size, n)
             yield start, stop, self.block(start, stop)
+        if self.ranges is not None:
+            self.ranges.report(n, self.where)
 
     def block(self, start: int, stop: int) -> np.ndarray:
         raw = _rows(self.matrix, start, stop)
+        self._check(raw, start, stop)
         if self.method == "log_normalize":  # library size over all of the file's genes, as in training
             raw = log_normalize_counts(sp.csr_matrix(raw), self.target_sum)
         al = self.alignment
         if al.identity:
-            return raw.toarray() if sp.issparse(raw) else np.ascontiguousarray(raw)
-        out = np.zeros((stop - start, al.n_model), dtype=np.float32)
-        sub = raw[:, al.src]
-        out[:, al.dst] = sub.toarray() if sp.issparse(sub) else sub
+            out = raw.toarray() if sp.issparse(raw) else np.ascontiguousarray(raw)
+        else:
+            out = np.zeros((stop - start, al.n_model), dtype=np.float32)
+            sub = raw[:, al.src]
+            out[:, al.dst] = sub.toarray() if sp.issparse(sub) else sub
+        if self.ranges is not None:
+            self.ranges.update(out, start, self.obs_names)
         return out
+
+    def _check(self, raw, start: int, stop: int) -> None:
+        """The input's values as read, before normalisation: the same checks as the training data."""
+        from crossmodalnet.data.validate import MAX_ABS_VALUE, check_matrix
+
+        if self.obs_names is None or self.var_names is None:
+            return
+        cells = self.obs_names[start:stop]
+        if self.method == "log_normalize":
+            check_matrix(raw, self.description, cells, self.var_names, self.where, counts=True,
+                         integer=self.integer_counts,
+                         hint="the model normalises raw counts (rna=log_normalize): give it raw counts")
+        else:
+            check_matrix(raw, self.description, cells, self.var_names, self.where, bound=MAX_ABS_VALUE,
+                         hint="the model reads this matrix as given (rna=as_is): normalise it like the "
+                              "training data")
+
+
+class RangeMonitor:
+    """Counts cells holding a gene value far outside what the training data held, and keeps the worst one.
+
+    "Far": beyond the gene's training min/max by more than its training range (at least a tenth of the range of
+    all genes, so a gene constant in training is not flagged for every small value). Values are reported, never
+    clipped: the network extrapolates, and the user decides.
+    """
+
+    def __init__(self, lo, hi, gene_names: list[str]) -> None:
+        self.lo, self.hi = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+        span = float(self.hi.max() - self.lo.min()) if self.hi.size else 0.0
+        self.tolerance = np.maximum(self.hi - self.lo, 0.1 * span if span > 0 else 1.0).astype(np.float32)
+        self.gene_names = gene_names
+        self.n_cells = 0
+        self.worst: tuple[float, str, int, float] | None = None  # (excess in tolerances, cell, gene column, value)
+
+    def update(self, block: np.ndarray, start: int, obs_names) -> None:
+        """Count the block's cells with a far-out value; keep the most extreme one."""
+        excess = np.maximum(block - self.hi, self.lo - block) / self.tolerance - 1.0
+        far = excess > 0
+        rows = far.any(axis=1)
+        if not rows.any():
+            return
+        self.n_cells += int(rows.sum())
+        r, c = divmod(int(np.argmax(np.where(far, excess, -np.inf))), block.shape[1])
+        if self.worst is None or excess[r, c] > self.worst[0]:
+            cell = str(obs_names[start + r]) if obs_names is not None else f"row {start + r}"
+            self.worst = (float(excess[r, c]), cell, c, float(block[r, c]))
+
+    def report(self, n_total: int, where: str) -> None:
+        """One warning with the count of such cells and the worst example (nothing when there are none)."""
+        if not self.n_cells:
+            return
+        _, cell, g, value = self.worst
+        warnings.warn(f"{self.n_cells} of {n_total} cells of {where} hold gene values far outside the training "
+                      f"range (beyond a gene's training min/max by more than its training range); worst: cell "
+                      f"{cell!r}, gene {self.gene_names[g]!r} = {value:g} (training range [{self.lo[g]:g}, "
+                      f"{self.hi[g]:g}]); their predictions extrapolate: check that the input is normalised like "
+                      f"the training data", stacklevel=4)
 
 
 def gene_source(model, adata: ad.AnnData, layer: str | None = None, normalize: str | None = None,
@@ -202,7 +285,12 @@ def gene_source(model, adata: ad.AnnData, layer: str | None = None, normalize: s
                       stacklevel=3)
     min_shared = defaults()["min_shared_genes"] if min_shared is None else min_shared
     alignment = align_genes(model.gene_names, adata.var_names, min_shared, where)
-    return GeneSource(matrix, method, target_sum, alignment, desc)
+    lo, hi = pre.get("gene_min"), pre.get("gene_max")  # absent in checkpoints written before they were recorded
+    ranges = (RangeMonitor(lo, hi, [str(g) for g in model.gene_names])
+              if lo is not None and hi is not None and len(lo) == len(hi) == alignment.n_model else None)
+    return GeneSource(matrix, method, target_sum, alignment, desc, obs_names=adata.obs_names,
+                      var_names=adata.var_names, where=where, integer_counts=bool(pre.get("integer_counts", True)),
+                      ranges=ranges)
 
 
 # -- time ----------------------------------------------------------------------------------------------------------
@@ -224,7 +312,9 @@ def resolve_time(model, obs: pd.DataFrame, time: Any = None, time_key: str | Non
         raise ValueError(f"outside_range must be 'nearest' or 'error', got {outside_range!r}")
     if time is not None and time_key is not None:
         raise ValueError("give either time (one time for all cells) or time_key (an obs column), not both")
-    if time_mode == "none":
+    if time_mode == "none" or not getattr(model, "uses_time", True):  # MLPs and baselines have no time input
+        if time_mode != "none" and (time is not None or time_key is not None):
+            log.info("the model has no time input; the requested time is not used")
         return ["none"] * n, np.zeros((n, axis.n_times), dtype=np.float32)
     if time is not None:
         labels = [time] * n
@@ -253,22 +343,29 @@ def resolve_time(model, obs: pd.DataFrame, time: Any = None, time_key: str | Non
 def predict(model, adata: ad.AnnData, time: Any = None, time_key: str | None = None, *,
             time_mode: str | None = None, outside_range: str | None = None, batch_size: int | None = None,
             layer: str | None = None, normalize: str | None = None, min_shared: float | None = None,
-            where: str = "input") -> ad.AnnData:
+            where: str = "input", interval: float | None = None) -> ad.AnnData:
     """Predicted proteins for the cells of ``adata`` (not modified).
 
     ``model``: a trained CrossmodalNet or a checkpoint path. Returns AnnData with the input's cells and obs,
     predicted proteins in ``X``, protein names in ``var_names``, the requested time in
     ``obs["prediction_time"]`` and the weights over learned times actually used in ``obsm["time_weights"]``.
+
+    ``interval=0.9``: 90% split-conformal prediction intervals (calibrated on the training run's validation
+    cells, crossmodalnet/uncertainty.py) in ``layers["lower"]`` / ``layers["upper"]``.
     """
     cfg = defaults()
     time_mode = time_mode or cfg["time_mode"]
     outside_range = outside_range or cfg["outside_range"]
     batch_size = int(batch_size or cfg["batch_size"])
     model = _as_model(model)
+    if not getattr(model, "uses_time", True):
+        time_mode = "none"  # MLPs and fit/predict baselines: no time input
     if adata.n_obs == 0:
         raise DataError(f"{where} has no cells")
     source = gene_source(model, adata, layer=layer, normalize=normalize, min_shared=min_shared, where=where)
     labels, weights = resolve_time(model, adata.obs, time, time_key, time_mode, outside_range, where)
+    from crossmodalnet.data.projection import model_input  # genes, or their SVD scores (svd_components)
+
     was_training = model.training
     model.eval()
     pred = np.empty((adata.n_obs, len(model.protein_names)), dtype=np.float32)
@@ -277,7 +374,7 @@ def predict(model, adata: ad.AnnData, time: Any = None, time_key: str | None = N
         with torch.inference_mode():
             for start, stop, x in source.batches(batch_size):
                 tw = None if time_mode == "none" else w_all[start:stop]
-                pred[start:stop] = model(torch.from_numpy(x), tw).numpy()
+                pred[start:stop] = model(torch.from_numpy(model_input(model, x)), tw).numpy()  # SVD: projected
     finally:
         model.train(was_training)
     obs = adata.obs.copy()
@@ -289,7 +386,12 @@ def predict(model, adata: ad.AnnData, time: Any = None, time_key: str | None = N
         "checkpoint": str(getattr(model, "checkpoint_path", "")), "time_mode": time_mode,
         "learned_times": [str(t) for t in model.time_axis.labels], "gene_matrix": source.description,
         "normalization": source.method, "n_model_genes": source.alignment.n_model,
-        "n_missing_genes": len(source.alignment.missing)}
+        "n_missing_genes": len(source.alignment.missing),
+        "n_cells_outside_training_range": source.ranges.n_cells if source.ranges is not None else -1}
+    if interval is not None:
+        from crossmodalnet.uncertainty import add_intervals
+
+        add_intervals(out, model, interval)
     return out
 
 
@@ -298,9 +400,21 @@ def _parser() -> argparse.ArgumentParser:
     d = defaults()
     p = argparse.ArgumentParser(prog="crossmodalnet-predict",
                                 description="Predict surface proteins for new scRNA-seq with a trained checkpoint.")
-    p.add_argument("--checkpoint", required=True, help="Lightning .ckpt written by train()")
-    p.add_argument("--input", required=True, help=".h5ad with genes (X, or raw counts in layers['counts'])")
-    p.add_argument("--output", required=True, help=".h5ad to write: cells x predicted proteins")
+    p.add_argument("--checkpoint", required=True,
+                   help="the model: a run dir, a Lightning .ckpt or a baseline's .joblib written by train()")
+    p.add_argument("--input", required=True,
+                   help=".h5ad (genes in X, or raw counts in layers['counts']) or .h5mu (the --rna-mod modality)")
+    p.add_argument("--output", required=True,
+                   help=".h5ad: cells x predicted proteins (the input's obs/obsm kept); .h5mu: a MuData with the "
+                        "input's modalities and 'prot_pred'")
+    p.add_argument("--add-to-input", action="store_true",
+                   help="write the input AnnData with the predictions in obsm['protein_predicted'] instead")
+    p.add_argument("--rna-mod", default="rna", help=".h5mu input: the RNA modality")
+    p.add_argument("--protein-mod", default="prot", help=".h5mu input: measured proteins, scored when present")
+    p.add_argument("--protein-key", help="obsm key of measured proteins to score against (default: 'protein' or "
+                                          "'protein_expression' when present)")
+    p.add_argument("--protein-names-key", help="uns key with the protein names when --protein-key is an array")
+    p.add_argument("--protein-table", help="CSV/TSV of measured proteins (cells x proteins, barcode first)")
     when = p.add_mutually_exclusive_group()
     when.add_argument("--time", help="one time for every cell (an unseen time between learned ones is interpolated)")
     when.add_argument("--time-key", help="obs column with each cell's time")
@@ -312,7 +426,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-shared-genes", type=float, default=d["min_shared_genes"],
                    help="fraction (<=1) or number of the checkpoint's genes the input must have")
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--interval", type=float, metavar="LEVEL",
+                   help="add split-conformal prediction intervals at this nominal coverage (e.g. 0.9) as "
+                        "layers 'lower' and 'upper'")
     p.add_argument("--plots-dir", help="where figures go (default: <output dir>/<output stem>_plots); 'none' = off")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --output file and figures (default: refuse)")
     return p
 
 
@@ -328,33 +447,51 @@ def _run(args) -> int:
         raise DataError(f"input file not found: {inp}")
     if outp.resolve() == inp.resolve():
         raise DataError(f"--output {outp} is the input file; write predictions to a new file")
+    from crossmodalnet.rundir import check_output
+
+    check_output(outp, args.overwrite)  # earlier predictions are never replaced silently
+    if args.plots_dir is None or args.plots_dir.lower() != "none":
+        check_output(args.plots_dir or outp.parent / f"{outp.stem}_plots", args.overwrite)
+    from crossmodalnet.data.query import read_query
+    from crossmodalnet.outputs import predict_query, write_prediction, write_scores
+
     model = load_model(args.checkpoint)
+    # one reader for every input form; an .h5ad stays on disk (backed) unless the input itself is written out
+    query = read_query(inp, protein_key=args.protein_key, protein_names_key=args.protein_names_key,
+                       protein_table=args.protein_table, rna_mod=args.rna_mod, protein_mod=args.protein_mod,
+                       backed=not (args.add_to_input or outp.suffix == ".h5mu"),
+                       default_protein_keys=_protein_keys(model))
     try:
-        adata = ad.read_h5ad(inp, backed="r")  # X stays on disk; batches are read as needed
-    except Exception as err:
-        raise DataError(f"cannot read input file {inp} as .h5ad: {err}") from None
-    try:
-        pred = predict(model, adata, time=args.time, time_key=args.time_key, time_mode=args.time_mode,
-                       outside_range=args.outside_range, batch_size=args.batch_size, layer=args.layer,
-                       normalize=args.normalize, min_shared=args.min_shared_genes, where=str(inp))
+        pred, scores = predict_query(model, query, time=args.time, time_key=args.time_key,
+                                     time_mode=args.time_mode, outside_range=args.outside_range,
+                                     batch_size=args.batch_size, layer=args.layer, normalize=args.normalize,
+                                     min_shared=args.min_shared_genes, interval=args.interval)
         plots = args.plots_dir or str(outp.parent / f"{outp.stem}_plots")
-        measured = _measured(adata, pred) if plots.lower() != "none" else None
-        coding = _coding_expression(model, adata, pred) if measured is not None else {}
+        measured = _measured(query.proteins, pred) if plots.lower() != "none" else None
+        coding = _coding_expression(model, query.rna, pred) if measured is not None else {}
+        what = write_prediction(pred, query, outp, into_input=args.add_to_input)
     finally:
-        if adata.isbacked:
-            adata.file.close()
-    outp.parent.mkdir(parents=True, exist_ok=True)
-    pred.write_h5ad(outp)
-    print(f"wrote {pred.n_obs} cells x {pred.n_vars} proteins to {outp}")
+        query.close()
+    print(f"wrote {what} to {outp}")
+    if scores is not None:
+        path = write_scores(scores, outp)
+        print(f"scored against the measured proteins ({scores['n_proteins']} shared, {scores['n_cells']} cells): "
+              f"per-cell Pearson {scores['pearson_cell']:.3f}, per-protein Pearson {scores['pearson_protein']:.3f}, "
+              f"MSE {scores['mse']:.4g} -> {path}")
     if plots.lower() != "none":
-        for path in _write_figures(model, pred, measured, coding, Path(plots)):
+        for path in _write_figures(model, pred, measured, coding, Path(plots), inp):
             print(f"figure: {path}")
     return 0
 
 
-def _measured(adata: ad.AnnData, pred: ad.AnnData) -> pd.DataFrame | None:
+def _protein_keys(model) -> tuple[str, ...]:
+    """obsm keys tried for measured proteins: the training run's protein_key first, then the usual ones."""
+    key = (getattr(model, "preprocessing", None) or {}).get("protein_key")
+    return tuple(dict.fromkeys([k for k in (key, "protein", "protein_expression") if k]))
+
+
+def _measured(prot: pd.DataFrame | None, pred: ad.AnnData) -> pd.DataFrame | None:
     """Measured proteins of the input, when it has them (for a measured-vs-predicted figure)."""
-    prot = adata.obsm["protein"] if "protein" in adata.obsm else None
     if not isinstance(prot, pd.DataFrame):
         return None
     shared = [p for p in pred.var_names if p in prot.columns]
@@ -376,18 +513,77 @@ def _coding_expression(model, adata: ad.AnnData, pred: ad.AnnData) -> dict[str, 
     return out
 
 
-def _write_figures(model, pred: ad.AnnData, measured, coding, outdir: Path) -> list[Path]:
-    from crossmodalnet.interpret import plots
-    from crossmodalnet.interpret.time_embedding import time_embedding_pca
+def _training_cells(model, inp: Path | None) -> set[str]:
+    """Names of the cells the model was trained on when ``inp`` is a file its training read (a path in the run
+    dir's config.yaml ``data.source``), from the run dir's ``split.csv``; else none (barcodes repeat across
+    files, so names alone do not identify training cells)."""
+    path = getattr(model, "checkpoint_path", None) or getattr(model, "model_path", None)
+    if not path or inp is None:
+        return set()
+    for folder in (Path(path).parent, Path(path).parent.parent):
+        split, config = folder / "split.csv", folder / "config.yaml"
+        if not (split.is_file() and config.is_file()):
+            continue
+        from omegaconf import OmegaConf
 
+        try:
+            source = OmegaConf.to_container(OmegaConf.load(config).data.source, resolve=False)
+        except Exception:  # an unreadable or unresolvable config: cannot tell, keep every cell
+            return set()
+        values = [str(v) for v in source.values() if isinstance(v, str)]
+        roots = [Path(v).expanduser() for v in values if Path(v).expanduser().is_dir()]
+        files = {Path(v).expanduser().resolve() for v in values}
+        files |= {(r / v).resolve() for r in roots for v in values}
+        if inp.resolve() not in files:
+            return set()
+        table = pd.read_csv(split, dtype=str)
+        if {"cell", "split"} <= set(table.columns):
+            return set(table.loc[table["split"] == "train", "cell"])
+    return set()
+
+
+def _write_figures(model, pred: ad.AnnData, measured, coding, outdir: Path, inp: Path | None = None) -> list[Path]:
+    """With measured proteins in the input: measured vs predicted (best-predicted protein, y = x, coloured by
+    the prediction time and a cell-type column), per-protein Pearson and accuracy by time, on the input's cells
+    that the model was *not* trained on. (The time embedding is the model's, drawn once at training.)"""
+    from crossmodalnet.evaluate import cell_type_column
+    from crossmodalnet.interpret import plots
+    from crossmodalnet.metrics import pearson_per_cell, pearson_per_protein
+
+    if measured is None:
+        return []
+    names = pd.Index(pred.obs_names.astype(str))
+    keep = ~names.isin(list(_training_cells(model, inp)))
+    n_train = int((~keep).sum())
+    if keep.sum() < 3:
+        print(f"no figures: {n_train} of the input's {len(names)} cells were used to train this model")
+        return []
+    cells = "input cells" if not n_train else f"input cells not used in training ({n_train:,} training cells left out)"
+    proteins = list(measured.columns)
+    y = measured.to_numpy(dtype=np.float64)[keep]
+    yhat = np.asarray(pred[:, proteins].X, dtype=np.float64)[keep]
+    r = pd.Series(pearson_per_protein(yhat, y), index=proteins)
+    j = int(np.argmax(np.nan_to_num(r.to_numpy(), nan=-1.0)))
+    protein = proteins[j]
+    gene, expr = coding.get(protein, (None, None))
+    obs = pred.obs.loc[keep]
+    times = obs["prediction_time"].to_numpy() if "prediction_time" in obs else None
+    if times is not None and len(pd.unique(times)) < 2:
+        times = None
+    ct = cell_type_column(obs)
+    name = type(model).__name__
     outdir.mkdir(parents=True, exist_ok=True)
-    written = [plots.plot_time_embedding(time_embedding_pca(model), outdir / "time_embedding_pca.png")]
-    if measured is not None:
-        protein = measured.columns[0]
-        gene, expr = coding.get(protein, (None, None))
-        written.append(plots.plot_measured_vs_predicted(
-            measured[protein].to_numpy(), pred[:, protein].X.ravel(), protein, outdir / f"predicted_{protein}.png",
-            gene_expression=expr, gene=gene))
+    written = [plots.plot_measured_vs_predicted(
+        y[:, j], yhat[:, j], protein, outdir / f"predicted_{re.sub(r'[^A-Za-z0-9_.-]+', '_', str(protein))}.png",
+        gene_expression=None if expr is None else np.asarray(expr)[keep], gene=gene, time=times,
+        time_label="prediction time", cell_type=None if ct is None else obs[ct].to_numpy(),
+        cell_type_label=ct or "cell type", cells=cells, model_name=name)]
+    if len(proteins) > 1 and r.notna().any():
+        written.append(plots.plot_pearson_per_protein(r, outdir / "pearson_per_protein.png", cells, name))
+    if times is not None:
+        per_cell = pd.DataFrame({"time": times, "pearson_cell": pearson_per_cell(yhat, y)})
+        written.append(plots.plot_accuracy_by_time(per_cell, outdir / "accuracy_by_time.png", "prediction time",
+                                                   cells=cells, model_name=name))
     return written
 
 

@@ -189,7 +189,7 @@ def summarise(runs: pd.DataFrame, paper: dict[str, dict[str, tuple[float, float]
                           ("test/pearson_protein", "pearson_protein"), ("train/fit_seconds", "fit_seconds")):
             values = ok[key].to_numpy(dtype=float) if key in ok else np.array([])
             row[f"{name}_mean"] = float(values.mean()) if len(values) else np.nan
-            row[f"{name}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else (0.0 if len(values) else np.nan)
+            row[f"{name}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan  # no spread from one seed
         for data in ("hspc", "myeloid"):
             corr, mse = (paper or {}).get(method, {}).get(data, (np.nan, np.nan))
             row[f"paper_{data}_corr"], row[f"paper_{data}_mse"] = corr, mse
@@ -208,7 +208,8 @@ def markdown_table(summary: pd.DataFrame, title: str, context: str, with_paper: 
     notes = []
     for _, r in summary.iterrows():
         if r["status"] == "ok":
-            cells = [_pm(r["corr_mean"], r["corr_sd"]), _pm(r["mse_mean"], r["mse_sd"]),
+            n = int(r["n_seeds"])
+            cells = [_pm(r["corr_mean"], r["corr_sd"], n), _pm(r["mse_mean"], r["mse_sd"], n),
                      _fmt(r["pearson_protein_mean"]), _fmt(r["fit_seconds_mean"], 1)]
         else:
             notes.append(f"- {r['label']}: {r['status']}: {r['note']}")
@@ -246,7 +247,10 @@ def _fmt(x, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
-def _pm(mean: float, sd: float) -> str:
+def _pm(mean: float, sd: float, n: int = 2) -> str:
+    """``mean ± sd`` over seeds; one seed has no spread to show: ``mean (n=1)``, not ``± 0.000``."""
+    if n < 2 or sd is None or (isinstance(sd, float) and np.isnan(sd)):
+        return f"{_fmt(mean)} (n={n})"
     return f"{_fmt(mean)} ± {_fmt(sd)}"
 
 

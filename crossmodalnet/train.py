@@ -25,9 +25,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from crossmodalnet.baselines.base import Baseline, BaselineUnavailable
 from crossmodalnet.data.datamodule import CiteDataModule
-from crossmodalnet.data.validate import DataError
+from crossmodalnet.data.validate import DataError, value_ranges
 from crossmodalnet.metrics import regression_metrics
 from crossmodalnet.evaluate import extra_metrics, write_run_figures
+from crossmodalnet.guards import FiniteGuard, write_metrics
+from crossmodalnet.rundir import prepare_from_config
+from crossmodalnet.distributed import DistributedTraining, GlobalBatchNormSync
+from crossmodalnet.resume import (check_baseline_setup, check_resume_checkpoint, check_strategy,
+                                  trainer_error)
+from crossmodalnet.latent_time import task_weight_summary
 
 log = logging.getLogger("crossmodalnet")
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -57,29 +63,50 @@ def build_datamodule(cfg: DictConfig) -> CiteDataModule:
         sparse_input=data.get("sparse_input", "auto"),
         seed=cfg.seed,
         source_name=data.get("name"),
+        time_order=OmegaConf.to_container(data.time_order) if data.get("time_order") is not None else None,
+        time_categorical=bool(data.get("time_categorical", False)),
     )
 
 
 def build_model(cfg: DictConfig, dm: CiteDataModule) -> L.LightningModule:
     try:
-        model = hydra.utils.instantiate(cfg.model, n_genes=dm.n_genes, n_proteins=dm.n_proteins,
+        model = hydra.utils.instantiate(cfg.model, n_genes=dm.n_inputs, n_proteins=dm.n_proteins,
                                         time_axis=dm.time_axis.to_dict(), _convert_="all")
     except hydra.errors.InstantiationException as err:  # say why a baseline cannot run, not Hydra's wrapper
         if isinstance(err.__cause__, BaselineUnavailable):
             raise err.__cause__ from None
         raise
     model.gene_names, model.protein_names = dm.gene_names, dm.protein_names
+    model.projection = dm.preprocessor.projection_  # SVD input (svd_components): predict/saliency apply it
     pre = dm.preprocessor  # saved in the checkpoint so crossmodalnet-predict normalises new files the same way
-    model.preprocessing = {"rna": pre.rna, "target_sum": float(pre.target_sum), "time_key": dm.time_key}
+    model.preprocessing = {"rna": pre.rna, "target_sum": float(pre.target_sum), "time_key": dm.time_key,
+                           "protein": pre.protein,  # the scale of the predictions (recorded in predict's uns)
+                           "protein_key": (cfg.data.get("source") or {}).get("protein_key", "protein")}
+    # per-gene training min/max: prediction reports new cells far outside them (crossmodalnet.predict)
+    model.preprocessing.update(value_ranges(dm.splits["train"].X), integer_counts=bool(pre.integer_counts))
     return model
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks += list(extra_callbacks or [])
+    callbacks += [*(extra_callbacks or []), FiniteGuard(run_dir)]  # stop at the first NaN/inf loss or gradient
+    callbacks.append(DistributedTraining(cfg.seed))  # per-epoch RNG seed (exact resume), BatchNorm stats across ranks
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                   default_root_dir=str(run_dir))
+    check_strategy(cfg.trainer)
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    # trainer.sync_batchnorm: our global-batch BatchNorm (CPU and GPU, twice differentiable), not torch's
+    # SyncBatchNorm (GPU only, no double backward for the discriminator's gradient penalty)
+    plugins = [GlobalBatchNormSync()] if trainer_cfg.pop("sync_batchnorm", False) else []
+    if plugins and trainer_cfg.get("plugins"):
+        plugins = [*trainer_cfg.pop("plugins"), *plugins]
+    try:
+        return hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False,
+                                       default_root_dir=str(run_dir), **({"plugins": plugins} if plugins else {}))
+    except hydra.errors.InstantiationException as err:  # no GPU here, a strategy needing one: one line
+        reason = trainer_error(err.__cause__) if err.__cause__ is not None else None
+        if reason is not None:
+            raise reason from None
+        raise
 
 
 def predict_split(model: L.LightningModule, dm: CiteDataModule, split: str = "test") -> ad.AnnData:
@@ -108,40 +135,58 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
 
     ``callbacks`` are added to those of ``cfg.callbacks`` (the Ray Tune trainable passes its reporter here).
     """
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = prepare_from_config(cfg)  # refuses to replace a finished run unless overwrite=true
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     dm = build_datamodule(cfg)
     dm.setup("fit")
-    dm.save_split(run_dir / "split.csv")
     model = build_model(cfg, dm)
+    ckpt_path = cfg.get("ckpt_path")
     if isinstance(model, Baseline):  # linear, ridge, LightGBM, SVD + ridge, scIPENN: fit/predict, no Trainer
+        check_baseline_setup(type(model).__name__, cfg.trainer, ckpt_path)
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        dm.save_split(run_dir / "split.csv")
         return train_baseline(cfg, model, dm, run_dir)
     trainer = build_trainer(cfg, run_dir, callbacks)
+    resumed_epochs = None
+    if ckpt_path:  # another model, architecture or gene set: one line, before any process starts
+        resumed = check_resume_checkpoint(ckpt_path, model, dm.gene_names, dm.protein_names)
+        resumed_epochs = int(resumed.get("epoch", -1)) + 1  # epochs the killed run had finished
+        del resumed
+    if trainer.global_rank == 0:  # data-parallel runs: only rank 0 writes the run dir
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        dm.save_split(run_dir / "split.csv")
     fit_start = time.perf_counter()
-    trainer.fit(model, datamodule=dm)
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path or None)
     fit_seconds = time.perf_counter() - fit_start
 
+    weight_summary = task_weight_summary(model)  # of the trained model, before the best checkpoint is reloaded
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
     if best:
         model = type(model).load_from_checkpoint(best, map_location="cpu")
+    # every rank tests on the whole test split (its loader is not sharded), so all ranks agree ...
     test_results = trainer.test(model, datamodule=dm, verbose=False)
     metrics = {k: float(v) for k, v in (test_results[0] if test_results else {}).items()}
     metrics.update(_training_summary(trainer))
+    if resumed_epochs is not None:
+        metrics["train/epochs_before_resume"] = float(resumed_epochs)
+    if trainer.global_rank != 0:  # ... and only rank 0 writes predictions, figures and metrics.json
+        return metrics
+    metrics.update(weight_summary)
     metrics["train/fit_seconds"] = fit_seconds
     metrics.update(extra_metrics(model, dm, cfg))
+    store_calibration(model, run_dir, best)  # prediction intervals travel with the model (crossmodalnet-predict)
     predictions = predict_split(model, dm, "test")
     predictions.write_h5ad(run_dir / "predictions.h5ad")
     if cfg.get("plots", True):  # run_dir/plots: training curves, time embedding, measured vs predicted
         write_run_figures(model, dm, run_dir, predictions)
     if best:
         metrics["best_checkpoint"] = str(best)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    _warn_below_reference(metrics)
+    write_metrics(run_dir, metrics)  # refuses NaN/inf: a finished run's metrics are all finite
     return metrics
 
 
@@ -152,23 +197,46 @@ def train_baseline(cfg: DictConfig, model: Baseline, dm: CiteDataModule, run_dir
 
     has_val = dm.splits["val"].n_obs > 0
     fit_start = time.perf_counter()
-    model.fit(dm.splits["train"].X, proteins("train"), dm.splits["val"].X if has_val else None,
+    model.fit(dm.model_input("train"), proteins("train"), dm.model_input("val") if has_val else None,
               proteins("val") if has_val else None)
     metrics: dict[str, Any] = {"train/fit_seconds": time.perf_counter() - fit_start}
-    predictions = prediction_anndata(model.predict(dm.splits["test"].X), dm, "test")
+    predictions = prediction_anndata(model.predict(dm.model_input("test")), dm, "test")
     metrics.update(regression_metrics(predictions.X, predictions.layers["measured"], prefix="test/"))
     if has_val:
-        metrics.update(regression_metrics(model.predict(dm.splits["val"].X), proteins("val"), prefix="val/"))
+        metrics.update(regression_metrics(model.predict(dm.model_input("val")), proteins("val"), prefix="val/"))
         metrics["val/best_pearson_cell"] = metrics["val/pearson_cell"]
     metrics.update({f"model/{k}": float(v) for k, v in model.params().items()})
     metrics.update(extra_metrics(model, dm, cfg))
+    store_calibration(model, run_dir)
+    _warn_below_reference(metrics)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     metrics["model_file"] = str(model.save(run_dir / "checkpoints" / f"{model.name}.joblib"))
     predictions.write_h5ad(run_dir / "predictions.h5ad")
     if cfg.get("plots", True):  # measured vs predicted (no training curves or time embedding here)
         write_run_figures(model, dm, run_dir, predictions)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    write_metrics(run_dir, metrics)  # refuses NaN/inf: a finished run's metrics are all finite
     return metrics
+
+
+def store_calibration(model, run_dir: Path, checkpoint: str | None = None) -> None:
+    """The conformal calibration fitted by extra_metrics: ``run_dir/calibration.npz`` and, for Lightning models,
+    inside the best checkpoint, so ``crossmodalnet-predict --interval 0.9`` finds it either way."""
+    from crossmodalnet.uncertainty import FILE_NAME, ConformalCalibration, save_to_checkpoint
+
+    cal = getattr(model, "conformal", None)
+    if not isinstance(cal, ConformalCalibration):
+        return
+    cal.save(run_dir / FILE_NAME)
+    if checkpoint:
+        save_to_checkpoint(checkpoint, cal)
+
+
+def _warn_below_reference(metrics: dict) -> None:
+    from crossmodalnet.evaluate import reference_warning
+
+    line = reference_warning(metrics)
+    if line:
+        log.warning(line)
 
 
 def _training_summary(trainer: L.Trainer) -> dict[str, float]:
@@ -197,6 +265,8 @@ def main() -> None:
     """Console entry point; a data/config problem ends in one clear line, not a traceback."""
     os.environ.setdefault("WANDB_MODE", "offline")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    # data-parallel runs: every rank scores the whole validation/test split, so its values need no sync_dist
+    warnings.filterwarnings("ignore", ".*sync_dist=True.*")
     _hydra_main()
 
 

@@ -141,30 +141,41 @@ def write_markdown(table: pd.DataFrame, space: Mapping[str, Hyperparameter], ran
 
 
 def plot_sweep(table: pd.DataFrame, space: Mapping[str, Hyperparameter], ranking: pd.Series, metric_col: str,
-               mode: str, n_important: int, path: Path) -> Path:
-    """Metric per trial (with the best so far) and the metric against the ``n_important`` top hyperparameters."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+               mode: str, n_important: int, path: Path, ncols: int = 4) -> Path:
+    """A grid: the metric per trial (with the best so far), then the metric against every hyperparameter, most
+    important first (``n_important`` is kept for callers; all are drawn), every point coloured by the metric and
+    the best trial starred in every panel, so one trial can be followed across panels."""
     import matplotlib.ticker
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    names = [n for n in ranking.index if not math.isnan(ranking[n])][:n_important] or list(space)[:n_important]
-    fig, axes = plt.subplots(1, 1 + len(names), figsize=(4.2 * (1 + len(names)), 3.6), squeeze=False)
-    axes = axes[0]
+    ranked = [n for n in ranking.index if not math.isnan(ranking[n])]
+    names = ranked + [n for n in space if n not in ranked]  # all of them, the most important first
+    n_panels = 1 + len(names)
+    ncols = min(ncols, n_panels)
+    nrows = math.ceil(n_panels / ncols)
+    fig = Figure(figsize=(3.7 * ncols + 0.8, 3.1 * nrows), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     order = table.sort_values("trial_index")
     y = order[metric_col].astype(float).to_numpy()
+    finite = y[np.isfinite(y)]
+    vmin, vmax = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
+    colour = dict(cmap="viridis" if mode == "max" else "viridis_r", vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1)
     x = np.arange(1, len(order) + 1)
     ax = axes[0]
-    ax.scatter(x, y, s=18, color="tab:blue", label="trial")
+    points = ax.scatter(x, y, s=24, c=y, edgecolors="none", label="trial", **colour)
     running = pd.Series(y).cummax() if mode == "max" else pd.Series(y).cummin()
     ax.step(x, running.to_numpy(), where="post", color="tab:orange", label="best so far")
+    best = table[metric_col].astype(float).idxmax() if mode == "max" else table[metric_col].astype(float).idxmin()
     if np.isfinite(y).any():
         b = int(np.nanargmax(y) if mode == "max" else np.nanargmin(y))
-        ax.scatter([x[b]], [y[b]], marker="*", s=160, color="tab:red", zorder=3, label="best")
+        ax.scatter([x[b]], [y[b]], marker="*", s=220, color="tab:red", edgecolors="black", zorder=3, label="best")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set(xlabel="trial (in order of creation)", ylabel=metric_col, title=f"{len(order)} trials")
-    ax.legend(fontsize=8)
+    ax.set_xlabel("trial (in order of creation)")
+    ax.set_ylabel(metric_col)
+    ax.set_title(f"{len(order)} trials ({mode} {metric_col})", fontsize=9)
+    ax.legend(fontsize=8, frameon=False)
     ok = table[metric_col].notna()
     for ax, name in zip(axes[1:], names):
         hp = space[name]
@@ -173,18 +184,29 @@ def plot_sweep(table: pd.DataFrame, space: Mapping[str, Hyperparameter], ranking
             cats = list(hp.values)
             pos = np.array([next(i for i, c in enumerate(cats) if c == v and isinstance(c, bool) == isinstance(v, bool))
                             for v in values], dtype=float)
-            jitter = np.random.default_rng(0).uniform(-0.12, 0.12, len(pos))
-            ax.scatter(pos + jitter, metric, s=18)
+            xs = pos + np.random.default_rng(0).uniform(-0.12, 0.12, len(pos))
             ax.set_xticks(range(len(cats)), [_fmt(c) for c in cats])
+            ax.set_xlim(-0.5, len(cats) - 0.5)
         else:
-            ax.scatter(values.astype(float), metric, s=18)
+            xs = values.astype(float).to_numpy()
             if hp.log_scale:
                 ax.set_xscale("log")
+        ax.scatter(xs, metric, s=24, c=metric, edgecolors="none", **colour)
+        if best in values.index and ok.get(best, False):
+            i = list(values.index).index(best)
+            ax.scatter([xs[i]], [metric.iloc[i]], marker="*", s=220, color="tab:red", edgecolors="black", zorder=3)
+        ax.margins(x=0.08, y=0.12)
         rho = ranking.get(name, np.nan)
-        ax.set(xlabel=name, title=f"{name} (|rho| {_fmt(rho)})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        ax.set_xlabel(name, fontsize=9)
+        if list(axes).index(ax) % ncols == 0:
+            ax.set_ylabel(metric_col)
+        ax.set_title(f"|Spearman rho| = {_fmt(rho)}", fontsize=9)
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    fig.colorbar(points, ax=list(axes), shrink=0.5, label=metric_col)
+    fig.suptitle(f"Sweep: {metric_col} against each hyperparameter (most important first; the best trial "
+                 "starred)", fontsize=11)
+    fig.savefig(path, dpi=110)
     return path
 
 

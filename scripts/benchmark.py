@@ -3,6 +3,8 @@
     python scripts/benchmark.py                 # D1, D2, D3 and the full HSPC shape (minutes)
     python scripts/benchmark.py --quick         # tiny, for CI
     python scripts/benchmark.py --sizes D3 --epochs 5 --autograd
+    python scripts/benchmark.py --sizes HSPC --svd 128      # + the model on 128 SVD components of the genes
+    python scripts/benchmark.py --time-to-accuracy          # end-to-end training vs the authors' package
 
 Per size (random CSR genes at the given density, 100 proteins, 3 time points, batch 256, latent 512):
 - ``cmn_epoch_s``: median per-epoch training time of CrossmodalNet (full Algorithm 1: discriminator steps,
@@ -42,7 +44,7 @@ def _peak_rss_mb() -> float:
 
 
 def run_size(name: str, epochs: int, warmup: int, batch_size: int, latent: int, autograd: bool,
-             threads: int | None, accelerator: str = "cpu") -> dict:
+             threads: int | None, accelerator: str = "cpu", svd: int | None = None) -> dict:
     """Benchmark one size in this process (called in a subprocess so peak RSS is per size)."""
     import lightning as L
     import numpy as np
@@ -92,12 +94,12 @@ def run_size(name: str, epochs: int, warmup: int, batch_size: int, latent: int, 
         def configure_optimizers(self):
             return adam(self.network.generator_parameters(), lr=1e-3, weight_decay=5e-6)
 
-    def epoch_time(module) -> float:
+    def epoch_time(module, data=None) -> float:
         timer = EpochTimer()
         trainer = L.Trainer(max_epochs=warmup + epochs, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                             num_sanity_val_steps=0, accelerator=accelerator, devices=1, callbacks=[timer])
-        trainer.fit(module, train_dataloaders=batch_loader(dataset, batch_size, shuffle=True))
+        trainer.fit(module, train_dataloaders=batch_loader(data or dataset, batch_size, shuffle=True))
         return statistics.median(timer.times[warmup:])
 
     L.seed_everything(0, verbose=False)
@@ -124,9 +126,46 @@ def run_size(name: str, epochs: int, warmup: int, batch_size: int, latent: int, 
     row["device"] = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
     row["saliency_cells_s"] = (_saliency_throughput(model, genes, time_index, min(n, 4096))
                                if device.type == "cpu" else None)
+    if svd:
+        row.update(_svd_rows(svd, genes, proteins, weights, time_index, time_axis, latent, epoch_time,
+                             row["cmn_epoch_s"], row["predict_cells_s"]))
     row["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     row["rss_over_csr"] = row["peak_rss_mb"] / csr_mb
     return row
+
+
+def _svd_rows(k: int, genes, proteins, weights, time_index, time_axis, latent: int, epoch_time,
+              full_epoch_s: float, full_predict: float) -> dict:
+    """The same model on ``k`` truncated-SVD components (data.preprocess.svd_components=k, default fit
+    settings): fit and projection time, epoch time, and prediction throughput from the CSR genes (projection
+    included), with their ratios to the full-gene model measured in the same process."""
+    import torch
+
+    from crossmodalnet.data.datamodule import CellBatches
+    from crossmodalnet.data.projection import GeneProjection
+    from crossmodalnet.models.crossmodalnet import CrossmodalNet
+
+    t0 = time.perf_counter()
+    proj = GeneProjection(k).fit(genes)
+    out = {"svd_k": proj.n_outputs, "svd_fit_s": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    z = proj.transform(genes)
+    out["svd_project_s"] = time.perf_counter() - t0
+    model = CrossmodalNet(n_genes=proj.n_outputs, n_proteins=proteins.shape[1], time_axis=time_axis,
+                          latent_dim=latent)
+    out["svd_epoch_s"] = epoch_time(model, CellBatches(z, proteins, weights, time_index))
+    out["epoch_speedup"] = full_epoch_s / out["svd_epoch_s"]
+    model.eval()
+    w = torch.from_numpy(weights)
+    n = genes.shape[0]
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        for start in range(0, n, 2048):
+            x = torch.from_numpy(proj.transform(genes[start:start + 2048]))
+            model(x, w[start:start + 2048])
+        out["svd_predict_cells_s"] = n / (time.perf_counter() - t0)
+    out["predict_speedup"] = out["svd_predict_cells_s"] / full_predict
+    return out
 
 
 def _saliency_throughput(model, genes, time_index, n_cells: int) -> float | None:
@@ -203,12 +242,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--autograd", action="store_true", help="also time gradnorm_mode=autograd")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
-    parser.add_argument("--out", default="benchmarks", help="folder for benchmark.csv / benchmark.json")
+    parser.add_argument("--svd", type=int, default=None, metavar="K",
+                        help="also time the model on K truncated-SVD components (data.preprocess.svd_components)")
+    parser.add_argument("--out", default="benchmark-results",
+                        help="folder for benchmark.csv / .json / .md (default ./benchmark-results, outside the "
+                             "repository's benchmarks/ unless you ask for it)")
+    parser.add_argument("--time-to-accuracy", action="store_true",
+                        help="run scripts/benchmark_time_to_accuracy.py instead (other options are passed on)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--time-to-accuracy" in argv:  # a sibling script with its own options
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from benchmark_time_to_accuracy import main as time_to_accuracy
+
+        return time_to_accuracy([a for a in argv if a != "--time-to-accuracy"])
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(run_size(args.one, args.epochs, args.warmup, args.batch_size, args.latent,
-                                  args.autograd, args.threads, args.accelerator)))
+                                  args.autograd, args.threads, args.accelerator, args.svd)))
         return 0
     sizes = ["quick"] if args.quick else [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
@@ -222,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--autograd"] if args.autograd else []
         cmd += ["--threads", str(args.threads)] if args.threads else []
         cmd += ["--accelerator", args.accelerator]
+        cmd += ["--svd", str(args.svd)] if args.svd else []
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
@@ -234,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
                               2 if args.quick else 5)
     columns = ["size", "device", "cells", "genes", "csr_mb", "cmn_epoch_s", "mlp_epoch_s", "ratio", "autograd_epoch_s",
                "fast_vs_autograd", "predict_cells_s", "saliency_cells_s", "peak_rss_mb", "rss_over_csr"]
+    if args.svd:
+        columns += ["svd_k", "svd_fit_s", "svd_project_s", "svd_epoch_s", "epoch_speedup", "svd_predict_cells_s",
+                    "predict_speedup"]
     header = f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, " \
              f"latent {args.latent}, medians of {epochs} epochs after {warmup} warm-up"
     report = (f"{header}\n\n{_markdown(rows, columns)}\n\nFirst layer, forward + weight gradient, batch "

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--inputs", default="train_cite_inputs.h5")
     p.add_argument("--targets", default="train_cite_targets.h5")
     p.add_argument("--metadata", default="metadata.csv")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--overwrite", "--force", dest="force", action="store_true",
+                   help="replace an existing output file (default: refuse)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
@@ -38,9 +39,12 @@ def main(argv: list[str] | None = None) -> Path:
         out = Path(args.data_dir) / out
     inputs = {Path(args.data_dir) / f for f in (args.inputs, args.targets, args.metadata)}
     if out.resolve() in {i.resolve() for i in inputs}:
-        raise SystemExit(f"error: --out {out} would overwrite an input file")
-    if out.exists() and not args.force:
-        raise SystemExit(f"error: {out} exists; pass --force to overwrite it")
+        print(f"error: --out {out} would overwrite an input file", file=sys.stderr)
+        raise SystemExit(2)
+    if out.exists() and not args.force:  # a cache is never replaced silently (exit 2, like every data error)
+        print(f"error: {out} already exists; choose another --out or pass --overwrite to replace it",
+              file=sys.stderr)
+        raise SystemExit(2)
     t = time.perf_counter()
     try:
         adata = load_hspc(args.data_dir, inputs=args.inputs, targets=args.targets, metadata=args.metadata,

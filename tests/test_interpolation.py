@@ -43,7 +43,9 @@ def test_outside_range_uses_nearest_with_a_warning():
 
 def test_learned_model_knows_its_times(model):
     assert model.time_axis.labels == [2, 4]
-    assert model.preprocessing == {"rna": "as_is", "target_sum": 1e4, "time_key": "day"}
+    shown = ("rna", "target_sum", "time_key", "protein", "protein_key")  # what predict needs to read new files
+    assert {k: model.preprocessing.get(k) for k in shown} == {"rna": "as_is", "target_sum": 1e4, "time_key": "day",
+                                                              "protein": "as_is", "protein_key": "protein"}
 
 
 def test_resolve_time_choices(model, new_cells):

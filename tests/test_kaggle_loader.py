@@ -119,13 +119,15 @@ def test_raw_files_normalised_after_the_split(hspc_dir):
     assert not np.allclose(test.obsm["protein"].to_numpy(), test.obsm["protein_counts"].to_numpy())
 
 
-def test_prepare_cache_roundtrip_and_guards(hspc_dir, tmp_path):
+def test_prepare_cache_roundtrip_and_guards(hspc_dir, tmp_path, capsys):
     prepare = _script("prepare_hspc")
     out = prepare.main(["--data-dir", str(hspc_dir), "--out", str(tmp_path / "cache.h5ad")])
-    with pytest.raises(SystemExit, match="exists"):
+    with pytest.raises(SystemExit) as exc:
         prepare.main(["--data-dir", str(hspc_dir), "--out", str(tmp_path / "cache.h5ad")])
-    with pytest.raises(SystemExit, match="overwrite an input"):
+    assert exc.value.code == 2 and "already exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
         prepare.main(["--data-dir", str(hspc_dir), "--out", "metadata.csv", "--force"])
+    assert exc.value.code == 2 and "overwrite an input" in capsys.readouterr().err
     cached = load_hspc(str(tmp_path / "nowhere"), cache=str(out), days=[3])
     direct = load_hspc(str(hspc_dir), days=[3])
     np.testing.assert_array_equal(cached.X.toarray(), direct.X.toarray())

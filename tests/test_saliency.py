@@ -16,7 +16,8 @@ from crossmodalnet.interpret.cli import main as saliency_main
 from crossmodalnet.interpret.gsea import gsea_prerank, read_gmt
 from crossmodalnet.interpret.recovery import causal_sets, gene_protein_correlation, ranking_recovery
 from conftest import shared_data
-from crossmodalnet.interpret.saliency import batch_gradients, protein_indices, saliency, saliency_from_batches
+from crossmodalnet.interpret.saliency import (METHODS, batch_gradients, captum_attributions, protein_indices,
+                                              saliency, saliency_from_batches)
 from crossmodalnet.predict import load_model
 
 
@@ -216,3 +217,116 @@ def test_spread_over_cells_is_combined_across_batches_exactly():
         acc.n_cells += g[:, lo:lo + 6].shape[1]
     np.testing.assert_allclose(acc.std(), g.double().std(1, unbiased=False).numpy(), rtol=1e-4)
     np.testing.assert_allclose(acc.signed, g.double().sum(1).numpy(), rtol=1e-6)
+
+
+# -- attribution methods (gradient x input, integrated gradients, SmoothGrad from Captum) -------------------------
+def _linear_case():
+    n, g, p = 23, 9, 4
+    lin = LinearModel(g, p)
+    x = np.random.default_rng(1).normal(size=(n, g)).astype(np.float32)
+    tw = np.tile([0.25, 0.75], (n, 1)).astype(np.float32)
+    return lin, x, tw, lin.A.detach().numpy().astype(np.float64)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_on_a_linear_model_equals_the_analytic_answer(method):
+    """f(x) = A x + b(t): gradient = SmoothGrad = A; gradient x input = IG from zero = A * x; IG from the mean =
+    A * (x - mean). Checked per cell (through the sum of |per-cell values|) and summed, over several batches."""
+    lin, x, tw, a = _linear_case()
+    sel = [3, 0, 2]
+    mean = x.mean(0)
+    per_cell = {"gradient": np.broadcast_to(a[sel][:, None, :], (3, *x.shape)),
+                "smoothgrad": np.broadcast_to(a[sel][:, None, :], (3, *x.shape)),
+                "grad_x_input": a[sel][:, None, :] * x[None],
+                "integrated_gradients": a[sel][:, None, :] * x[None],
+                "integrated_gradients_mean": a[sel][:, None, :] * (x - mean)[None]}[method]
+    base = mean if method == "integrated_gradients_mean" else None
+    batches = [(x[i:i + 8], tw[i:i + 8]) for i in range(0, len(x), 8)]
+    acc = saliency_from_batches(lin, batches, sel, x.shape[1], method=method, baseline=base)
+    np.testing.assert_allclose(acc.signed, per_cell.sum(1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(acc.absolute, np.abs(per_cell).sum(1), rtol=1e-4, atol=1e-4)
+    if method != "gradient":  # the Captum path returns each cell's attribution in (protein, cell, gene) order
+        got = captum_attributions(lin, torch.from_numpy(x), torch.from_numpy(tw), sel, method,
+                                  None if base is None else torch.from_numpy(base))
+        np.testing.assert_allclose(got.numpy(), per_cell, rtol=1e-4, atol=1e-4)
+
+
+def test_attributions_of_the_trained_network_are_wired_to_the_right_protein_and_cell(model, cells):
+    """On the real (nonlinear, BatchNorm) network: gradient x input equals the fast gradient path times x, and
+    integrated gradients are complete (attributions of a cell sum to f(x) - f(0) for that cell and protein),
+    which fails if targets, cells or time weights are mismatched in the stacked batch."""
+    x = torch.from_numpy(cells.X[:6].toarray())
+    tw = torch.from_numpy(model.time_axis.weight_matrix(cells.obs["day"].tolist()[:6]))
+    sel = [7, 1, 4]
+    model.eval()
+    gxi = captum_attributions(model, x, tw, sel, "grad_x_input")
+    np.testing.assert_allclose(gxi.numpy(), (batch_gradients(model, x, tw, sel) * x).numpy(), rtol=1e-4, atol=1e-6)
+    ig = captum_attributions(model, x, tw, sel, "integrated_gradients", n_steps=256)  # ReLU kinks: many steps
+    with torch.no_grad():
+        delta = (model(x, tw) - model(torch.zeros_like(x), tw))[:, sel].T.numpy()   # (proteins, cells)
+    np.testing.assert_allclose(ig.sum(2).numpy(), delta, atol=0.015 * np.abs(delta).max())
+    assert np.abs(ig.numpy() - gxi.numpy()).max() > 1e-3          # nonlinear: IG is not gradient x input
+    sg = captum_attributions(model, x, tw, sel, "smoothgrad", n_samples=8)
+    np.testing.assert_array_equal(sg.numpy(), captum_attributions(model, x, tw, sel, "smoothgrad", n_samples=8).numpy())
+    assert not np.allclose(sg.numpy(), batch_gradients(model, x, tw, sel).numpy(), atol=1e-4)  # noise was added
+
+
+def test_method_option_reaches_the_api_and_unknown_method_is_a_clear_error(model, cells):
+    plain = saliency(model, cells, ["P003_G00111"], time_key="day", max_cells=40)
+    gxi = saliency(model, cells, ["P003_G00111"], time_key="day", max_cells=40, method="grad_x_input")
+    assert plain.meta["method"] == "gradient" and gxi.meta["method"] == "grad_x_input"
+    assert gxi.n_cells == 40 and not np.allclose(gxi.signed.to_numpy(), plain.signed.to_numpy())
+    # genes never expressed in these cells get exactly zero attribution from gradient x input
+    silent = plain.meta["mean_expression"].to_numpy() == 0
+    assert silent.any() and (gxi.absolute.to_numpy()[:, silent] == 0).all()
+    igm = saliency(model, cells, ["P003_G00111"], time_key="day", max_cells=40,
+                   method="integrated_gradients_mean", n_steps=8)
+    assert igm.meta["method"] == "integrated_gradients_mean" and np.isfinite(igm.absolute.to_numpy()).all()
+    with pytest.raises(DataError, match="unknown saliency method 'saliency': choose one of gradient, grad_x_input"):
+        saliency(model, cells, ["P003_G00111"], time_key="day", method="saliency")
+    with pytest.raises(ValueError, match="needs a baseline"):
+        saliency_from_batches(model, [], [0], 200, method="integrated_gradients_mean")
+
+
+def test_method_option_reaches_the_recovery_metric(trained_ood_run):
+    from omegaconf import OmegaConf
+
+    from crossmodalnet.evaluate import saliency_recovery
+    from crossmodalnet.train import build_datamodule
+
+    model = load_model(trained_ood_run[2])
+    dm = build_datamodule(OmegaConf.load(trained_ood_run[0] / "config.yaml"))
+    dm.setup()
+    default = saliency_recovery(model, dm)
+    for key, value in default.items():  # what the training run reported in metrics.json
+        assert trained_ood_run[1][key] == pytest.approx(value, abs=1e-6), key
+    gxi = saliency_recovery(model, dm, max_cells=64, method="grad_x_input", rank_by="absolute")
+    assert gxi["recovery/train/correlation_auroc"] == default["recovery/train/correlation_auroc"]
+    assert gxi["recovery/train/saliency_auroc"] != default["recovery/train/saliency_auroc"]
+    with pytest.raises(DataError, match="unknown saliency method"):
+        saliency_recovery(model, dm, max_cells=64, method="nope")
+
+
+def test_saliency_cli_method_option(trained_ood_run, cells, tmp_path, capsys):
+    import importlib
+
+    from crossmodalnet.interpret import cli
+    sal = importlib.import_module("crossmodalnet.interpret.saliency")
+
+    assert (cli.METHODS, cli.DEFAULT_METHOD, cli.DEFAULT_RANK_BY, cli.RANK_BY) == (
+        sal.METHODS, sal.DEFAULT_METHOD, sal.DEFAULT_RANK_BY, sal.RANK_BY)   # copies kept for a fast --help
+    inp = tmp_path / "cells.h5ad"
+    cells.write_h5ad(inp)
+    args = ["--checkpoint", str(trained_ood_run[2]), "--input", str(inp), "--protein", "P003_G00111",
+            "--top", "3", "--max-cells", "40"]
+    assert saliency_main([*args, "--method", "grad_x_input", "--rank-by", "absolute",
+                          "--output-dir", str(tmp_path / "gxi")]) == 0
+    assert "saliency (grad_x_input) of 1 proteins over 40 cells" in capsys.readouterr().out
+    api = saliency(load_model(trained_ood_run[2]), cells, ["P003_G00111"], time_key="day", max_cells=40,
+                   method="grad_x_input")
+    table = pd.read_csv(tmp_path / "gxi" / "saliency.csv").set_index("gene")
+    np.testing.assert_allclose(table.loc[api.signed.columns, "saliency"], api.signed.iloc[0], rtol=1e-5, atol=1e-7)
+    assert list(table.sort_values("rank").index[:3]) == list(api.ranking("P003_G00111", "absolute").index[:3])
+    with pytest.raises(SystemExit):
+        saliency_main([*args, "--method", "deeplift"])
+    assert "invalid choice: 'deeplift'" in capsys.readouterr().err

@@ -39,6 +39,17 @@ def test_summarise_gives_mean_and_sample_sd_and_the_paper_numbers():
     assert rows["scIPENN"][1].startswith("unavailable [1]") and "[1] scIPENN: unavailable: sciPENN" in md
 
 
+def test_one_seed_shows_no_spread():
+    """--seeds 0: the table says n=1 instead of a spread of ± 0.000 that was never measured."""
+    runs = pd.DataFrame([{"method": "ridge", "seed": 0, "status": "ok", "note": "", "test/pearson_cell": 0.5,
+                          "test/mse": 0.2, "test/pearson_protein": 0.4, "train/fit_seconds": 1.0}])
+    summary = summarise(runs, PAPER_TABLE1)
+    assert np.isnan(summary.loc[0, "corr_sd"])
+    row = _table_rows(markdown_table(summary, "T", "ctx"))[0]
+    assert row[1] == "0.500 (n=1)" and row[2] == "0.200 (n=1)"
+    assert "±" not in "".join(row)
+
+
 def test_parse_method_overrides_rejects_bad_input():
     assert parse_method_overrides(["lightgbm:model.n_iter=2", "lightgbm:model.cv=2"]) == {
         "lightgbm": ["model.n_iter=2", "model.cv=2"]}

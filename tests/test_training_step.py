@@ -14,6 +14,7 @@ from crossmodalnet.data.simulate import simulate_cite
 from crossmodalnet.losses import fader_loss, nlc_loss
 from crossmodalnet.models.crossmodalnet import CrossmodalNet
 from crossmodalnet.models.gradnorm import GradNorm
+from crossmodalnet.models.network import first_layer
 
 TIMES = {"labels": [2, 3, 4], "values": [2.0, 3.0, 4.0]}
 
@@ -39,7 +40,8 @@ def naive_generator_step(model: CrossmodalNet, batch, gen_opt, weight_opt) -> No
     z = net.encode(batch["x"])
     pred = net.decode(z, batch["time_weights"])
     nlc = nlc_loss(pred, batch["y"], eps=hp.nlc_eps)
-    fader = fader_loss(pred, batch["y"], net.discriminator(z), batch["time_index"], hp.dis_lambda)
+    fader = fader_loss(pred, batch["y"], net.discriminator(z), batch["time_index"], hp.dis_lambda,
+                       hp.reconstruction, hp.adversarial_loss)
     w = model.gradnorm.weights
     W = net.input_layer.weight
     params = net.generator_parameters()
@@ -137,24 +139,100 @@ def test_gradnorm_renormalises_to_two_and_stays_positive():
     assert (gn.weights > 0).all()
 
 
-def test_network_gradient_is_the_weighted_loss_gradient_alone():
-    """After a generator step, .grad of every generator parameter = d(w1 NLC + w2 Fader)/dp (no GradNorm leak)."""
-    model = make_model()
+FORMULATIONS = {  # docs/formulation.md
+    "default": {},
+    "paper": {"reconstruction": "sq_norm", "adversarial_loss": "flip"},
+    "authors": {"reconstruction": "mse", "adversarial_loss": "flip", "adversary_in_gradnorm": False},
+    "v0.2": {"reconstruction": "mse", "adversarial_loss": "flip"},
+}
+
+
+@pytest.mark.parametrize("gradnorm_mode", ["fast", "autograd"])
+@pytest.mark.parametrize("formulation", sorted(FORMULATIONS))
+def test_network_gradient_is_the_weighted_loss_gradient_alone(formulation, gradnorm_mode):
+    """After a generator step, .grad of every generator parameter = d(w1 NLC + w2 task2 [+ lambda adv])/dp, computed
+    here from the formulas by hand (no GradNorm leak; the fixed-weight adversarial term of the authors' arrangement
+    enters with weight 1, outside GradNorm)."""
+    kw = FORMULATIONS[formulation]
+    model = make_model(gradnorm_mode=gradnorm_mode, **kw)
     model.gradnorm.weights.data = torch.tensor([0.6, 1.4])
     reference = copy.deepcopy(model)
     batch = make_batch()
     gen_opt = torch.optim.SGD(model.network.generator_parameters(), lr=0.0)   # keeps .grad after step
     w_opt = torch.optim.SGD(model.gradnorm.parameters(), lr=0.0)
     model.generator_step(batch, gen_opt, w_opt)
-    net = reference.network
+    net, hp = reference.network, reference.hparams
     z = net.encode(batch["x"])
     pred = net.decode(z, batch["time_weights"])
-    total = 0.6 * nlc_loss(pred, batch["y"]) + 1.4 * fader_loss(pred, batch["y"], net.discriminator(z),
-                                                                batch["time_index"], 0.5)
+    diff2 = (pred - batch["y"]) ** 2
+    recon = diff2.sum(1).mean() if hp.reconstruction == "sq_norm" else diff2.mean()
+    log_p = torch.log_softmax(net.discriminator(z), dim=1)
+    if hp.adversarial_loss == "flip":     # + lambda * log P(t | z)
+        adv = log_p[torch.arange(len(z)), batch["time_index"]].mean()
+    else:                                 # lambda * KL(uniform || P(. | z))
+        adv = (-log_p.mean(1) - np.log(3)).mean()
+    nlc = nlc_loss(pred, batch["y"])
+    if hp.adversary_in_gradnorm:
+        total = 0.6 * nlc + 1.4 * (recon + 0.5 * adv)
+    else:
+        total = 0.6 * nlc + 1.4 * recon + 0.5 * adv
     expected = torch.autograd.grad(total, net.generator_parameters())
     for p, g in zip(model.network.generator_parameters(), expected):
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
     assert all(p.grad is None for p in model.network.discriminator.parameters())
+
+
+def test_confusion_term_is_zero_at_uniform_and_positive_elsewhere():
+    from crossmodalnet.losses import adversarial_loss
+
+    t = torch.tensor([0, 1, 2, 0])
+    assert adversarial_loss(torch.zeros(4, 3), t, "confusion").item() == pytest.approx(0.0, abs=1e-7)
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 5.0]])
+    p = torch.softmax(logits, 1)
+    expected = (torch.log(1 / 3 / p) / 3).sum(1).mean()          # KL(U || P) by hand
+    assert adversarial_loss(logits, t, "confusion").item() == pytest.approx(expected.item(), rel=1e-6)
+    assert adversarial_loss(logits, t, "flip").item() == pytest.approx(
+        torch.log(p[torch.arange(4), t]).mean().item(), rel=1e-6)
+
+
+def test_gradnorm_does_not_push_a_negative_fader_loss_to_the_floor():
+    """v0.2 defect: with the Fader loss below zero, max(L, eps)/L(0) made the Fader target ~0, so dL_G/dw_fader was
+    +||dL_fader/dW|| on every step and w_fader fell to the 1e-4 floor. Now a step without a defined loss ratio gives
+    the weights no gradient at all."""
+    gn = GradNorm(alpha=0.5)
+    opt = torch.optim.Adam(gn.parameters(), lr=0.05)
+    norms = torch.tensor([1.0, 3.0])
+    gn.weight_gradient(torch.tensor([0.7, 1.2]), norms)          # records L(0), both positive
+    for step in range(200):
+        out = gn.weight_gradient(torch.tensor([0.3, -0.1 - 0.01 * step]), norms)   # Fader below zero
+        assert out["skipped"].item() == 1.0
+        assert torch.equal(out["grad"], torch.zeros(2))
+        opt.zero_grad()
+        gn.weights.grad = out["grad"]
+        opt.step()
+        gn.renormalise()
+    assert torch.allclose(gn.weights.detach(), torch.ones(2)) and gn.min_weights.min() == 1.0
+    # what the v0.2 clamp computed for the same step: a positive gradient on w_fader, every step
+    ratios = torch.tensor([0.3, -0.1]).clamp_min(gn.eps) / torch.tensor([0.7, 1.2])
+    g = norms  # w = 1
+    target = g.mean() * (ratios / ratios.mean()) ** 0.5
+    assert torch.sign(g - target)[1] > 0
+
+
+def test_default_formulation_keeps_both_tasks_positive():
+    """Both of GradNorm's task losses are >= 0 under the default formulation, whatever the discriminator says
+    (here one sure of the wrong time), so the loss ratios are always defined."""
+    model = make_model(dis_lambda=2.0)
+    with torch.no_grad():
+        model.network.discriminator[-1].weight.zero_()
+        model.network.discriminator[-1].bias.copy_(torch.tensor([0.0, 0.0, 30.0]))
+    batch = make_batch()
+    batch["time_index"] = torch.zeros_like(batch["time_index"])
+    terms = model.task_losses(first_layer(batch["x"], model.network.input_layer), batch)
+    assert terms["nlc"].item() >= 0 and terms["second"].item() > 0 and terms["adv"].item() > 0
+    legacy = make_model(dis_lambda=2.0, reconstruction="mse", adversarial_loss="flip")
+    legacy.network.load_state_dict(model.network.state_dict())
+    assert legacy.task_losses(first_layer(batch["x"], legacy.network.input_layer), batch)["second"].item() < 0
 
 
 def test_discriminator_step_changes_only_discriminator_parameters():
@@ -205,10 +283,12 @@ def test_single_time_point_skips_the_adversary(caplog):
     with caplog.at_level(logging.WARNING):
         model = CrossmodalNet(n_genes=dm.n_genes, n_proteins=dm.n_proteins, time_axis=dm.time_axis.to_dict(),
                               latent_dim=16, dis_hidden=8)
-    assert "adversary" in caplog.text and not model.use_adversary
+    assert "adversary" not in caplog.text and not model.use_adversary   # not on construction / checkpoint load
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         num_sanity_val_steps=0, accelerator="cpu")
-    trainer.fit(model, datamodule=dm)
+    with caplog.at_level(logging.WARNING):
+        trainer.fit(model, datamodule=dm)
+    assert caplog.text.count("discriminator (adversary) is skipped") == 1   # once per run
     assert model.n_discriminator_steps == 0 and model.n_generator_steps > 0
 
 

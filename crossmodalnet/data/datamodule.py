@@ -20,7 +20,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from crossmodalnet.data.preprocess import Preprocessor
 from crossmodalnet.data.splits import Split, holdout_split, stratified_split
 from crossmodalnet.data.timepoints import TimeAxis
-from crossmodalnet.data.validate import PROTEIN_KEY, DataError, validate_cite
+from crossmodalnet.data.validate import PROTEIN_KEY, SOURCE_FILES_KEY, DataError, validate_cite
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,17 @@ def csr_rows_to_torch(x: sp.csr_matrix, rows: np.ndarray | None = None, sparse: 
 
 
 class CellBatches(Dataset):
-    """Cells of one split; indexed by a *list* of rows, it returns the whole batch as tensors."""
+    """Cells of one split; indexed by a *list* of rows, it returns the whole batch as tensors.
+
+    ``genes``: CSR genes (sliced per batch), or a dense array (the SVD input projection: kept as one tensor and
+    indexed, so it can also live on an accelerator).
+    """
 
     def __init__(self, genes: sp.csr_matrix, proteins: np.ndarray, time_weights: np.ndarray,
                  time_index: np.ndarray, sparse_input: bool = False) -> None:
-        self.genes = sp.csr_matrix(genes, dtype=np.float32)
+        self.dense_input = not sp.issparse(genes)
+        self.genes = (torch.from_numpy(np.ascontiguousarray(genes, dtype=np.float32)) if self.dense_input
+                      else sp.csr_matrix(genes, dtype=np.float32))
         self.proteins = torch.from_numpy(np.ascontiguousarray(proteins, dtype=np.float32))
         self.time_weights = torch.from_numpy(np.ascontiguousarray(time_weights, dtype=np.float32))
         self.time_index = torch.from_numpy(np.asarray(time_index, dtype=np.int64))
@@ -60,20 +66,26 @@ class CellBatches(Dataset):
         rows = np.asarray(rows, dtype=np.int64)
         idx = torch.from_numpy(rows)
         return {
-            "x": csr_rows_to_torch(self.genes, rows, self.sparse_input),
+            "x": self.genes[idx] if self.dense_input else csr_rows_to_torch(self.genes, rows, self.sparse_input),
             "y": self.proteins[idx],
             "time_weights": self.time_weights[idx],
             "time_index": self.time_index[idx],
         }
 
 
-def batch_loader(dataset: CellBatches, batch_size: int, shuffle: bool, num_workers: int = 0) -> DataLoader:
-    """A DataLoader whose sampler yields whole batches of row indices (one CSR slice per batch)."""
-    sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-    # drop a trailing partial batch in training only when it would leave BatchNorm a single cell
-    drop_last = shuffle and len(dataset) % batch_size == 1 and len(dataset) > batch_size
-    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=drop_last),
-                      batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0)
+def batch_loader(dataset: CellBatches, batch_size: int, shuffle: bool, num_workers: int = 0, seed: int = 0,
+                 rank: int = 0, world: int = 1) -> DataLoader:
+    """A DataLoader whose sampler yields whole batches of row indices (one CSR slice per batch).
+
+    ``batch_size`` is the global batch; with ``world`` > 1 processes each yields its share of every global batch
+    (crossmodalnet.distributed.GlobalBatchSampler). The shuffled order depends on (seed, epoch) only, so a resumed
+    run and every rank draw the same one; a trailing batch that would leave BatchNorm one cell is dropped.
+    """
+    from crossmodalnet.distributed import GlobalBatchSampler
+
+    sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, seed=seed, rank=rank, world=world)
+    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
+                      persistent_workers=num_workers > 0)
 
 
 class CiteDataModule(L.LightningDataModule):
@@ -95,10 +107,14 @@ class CiteDataModule(L.LightningDataModule):
         sparse_input: bool | str = "auto",
         seed: int = 0,
         source_name: str | None = None,
+        time_order: list | None = None,
+        time_categorical: bool = False,
     ) -> None:
         super().__init__()
         self.source = source
         self.time_key = time_key
+        self.time_order = None if time_order is None else list(time_order)  # data.time_order
+        self.time_categorical = bool(time_categorical)                       # data.time_categorical
         self.holdout_time = holdout_time
         self.fractions = {"train": 0.8, "val": 0.05, "test": 0.15, **(split or {})}
         self.preprocessor = Preprocessor(**(preprocess or {}))
@@ -113,6 +129,7 @@ class CiteDataModule(L.LightningDataModule):
         self.split: Split | None = None
         self.splits: dict[str, ad.AnnData] = {}
         self.datasets: dict[str, CellBatches] = {}
+        self.inputs: dict[str, Any] = {}   # what the model reads per split: CSR genes or the dense SVD scores
         self.time_axis: TimeAxis | None = None
 
     # -- set-up ---------------------------------------------------------------------------------------------
@@ -123,6 +140,9 @@ class CiteDataModule(L.LightningDataModule):
         if not isinstance(adata, ad.AnnData):
             raise DataError(f"data source returned {type(adata).__name__}, expected AnnData")
         validate_cite(adata, self.time_key, self.source_name)
+        files = dict(adata.uns.get(SOURCE_FILES_KEY, {}) or {})  # the file each modality came from, for messages
+        rna_source = files.get("rna", self.source_name)
+        self.preprocessor.check_input(adata, rna_source, files.get("protein", self.source_name))
         self.adata = adata
         times = self.cell_times(adata)
         if self.holdout_time is None:
@@ -131,12 +151,22 @@ class CiteDataModule(L.LightningDataModule):
             self.split = holdout_split(times, self.holdout_time, train=self.fractions["train"],
                                        val=self.fractions["val"], seed=self.seed)
         train = adata[self.split.train]
-        self.time_axis = TimeAxis.from_labels(self.cell_times(train))
+        try:
+            self.time_axis = TimeAxis.from_labels(self.cell_times(train), order=self.time_order,
+                                                  categorical=self.time_categorical)
+        except ValueError as err:  # TimeError: order/categorical settings that do not fit the data
+            raise DataError(f"{err} (time column {self.time_key!r})") from None
         self.preprocessor.fit(train)
         for name, rows in self.split.items():
             part = self.preprocessor.transform(adata[rows])
+            self.preprocessor.check_output(part, rna_source)
             self.splits[name] = part
-            self.datasets[name] = self._batches(part)
+        if self.preprocessor.fit_projection(self.splits["train"].X) is not None:  # training cells only
+            log.info("input: truncated SVD, %d components of %d genes (fitted on %d training cells)",
+                     self.n_inputs, self.n_genes, self.preprocessor.projection_.n_fit_cells_)
+        for name, part in self.splits.items():
+            self.inputs[name] = self.preprocessor.project(part.X)
+            self.datasets[name] = self._batches(part, inputs=self.inputs[name])
         log.info("data: %d genes, %d proteins; cells train/val/test = %d/%d/%d; learned times %s",
                  self.n_genes, self.n_proteins, *(len(self.split.__dict__[s]) for s in ("train", "val", "test")),
                  self.time_axis.labels)
@@ -154,10 +184,12 @@ class CiteDataModule(L.LightningDataModule):
         x = self.splits["train"].X
         return x.nnz / max(1, x.shape[0] * x.shape[1]) < SPARSE_DENSITY_THRESHOLD
 
-    def _batches(self, part: ad.AnnData, time_mode: str = "interpolate") -> CellBatches:
+    def _batches(self, part: ad.AnnData, time_mode: str = "interpolate", inputs=None) -> CellBatches:
         labels = self.cell_times(part)
+        if inputs is None:  # the model's input: genes, or their SVD scores when the projection is fitted
+            inputs = self.preprocessor.project(part.X)
         return CellBatches(
-            genes=part.X,
+            genes=inputs,
             proteins=part.obsm[PROTEIN_KEY].to_numpy(dtype=np.float32),
             time_weights=self.time_axis.weight_matrix(labels, mode=time_mode),
             time_index=self.time_axis.index_vector(labels),
@@ -165,6 +197,16 @@ class CiteDataModule(L.LightningDataModule):
         )
 
     # -- what the model needs to know ---------------------------------------------------------------------------
+    @property
+    def n_inputs(self) -> int:
+        """Width of the model's input: genes, or SVD components (data.preprocess.svd_components)."""
+        projection = self.preprocessor.projection_
+        return self.n_genes if projection is None else projection.n_outputs
+
+    def model_input(self, split: str):
+        """A split's cells as the model reads them (CSR genes or dense SVD scores), for fit/predict baselines."""
+        return self.inputs[split]
+
     @property
     def n_genes(self) -> int:
         return len(self.preprocessor.genes_)
@@ -189,7 +231,12 @@ class CiteDataModule(L.LightningDataModule):
         return batch_loader(dataset, self.batch_size, shuffle, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader(self.datasets["train"], shuffle=True)
+        """This process's share of every global batch (data-parallel training: docs/distributed.md). Validation
+        and test loaders are not sharded: every rank scores the whole split, so all ranks agree on it."""
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return batch_loader(self.datasets["train"], self.batch_size, True, self.num_workers, seed=self.seed,
+                            rank=rank, world=world)
 
     def val_dataloader(self) -> DataLoader:
         return self.loader(self.datasets["val"], shuffle=False)

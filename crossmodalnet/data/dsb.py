@@ -17,12 +17,16 @@ quantiles) is fitted once on the training split (:meth:`DSB.fit`) and applied un
 (:meth:`DSB.transform`), so ``fit(train).transform(train)`` is dsb on the training cells and no information
 flows from validation/test cells into their own normalisation. The per-cell mixtures need no fit.
 
-The 2-component mixtures are fitted for all cells (or all proteins) at once by a vectorised EM, choosing
-between equal and unequal variances by BIC, as ``mclust::Mclust(G = 2)`` does for one-dimensional data; a
-Python loop over 70,000 cells with scikit-learn would take tens of minutes.
+The 2-component mixtures are fitted for all cells (or all proteins) at once by a vectorised EM that follows
+``mclust::Mclust(x, G = 2)`` for one-dimensional data, as dsb calls it: mclust's start (quantile classes),
+convergence rule and model set (equal "E" or unequal "V" variances, chosen by BIC), and a singular fit (a
+component collapsed onto tied values, as the exact zeros of log(x + 1) counts give) is rejected rather than
+chosen; ``scripts/validate_dsb_mclust.py`` compares it with R. A Python loop over 70,000 cells with
+scikit-learn would take tens of minutes.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -36,10 +40,18 @@ _CHUNK_ROWS = 4096
 
 
 def two_component_mixture(x: np.ndarray, max_iter: int = 1000, tol: float = 1e-5) -> dict[str, np.ndarray]:
-    """Fit a 1-D two-component Gaussian mixture to every row of ``x`` at once.
+    """Fit a 1-D two-component Gaussian mixture to every row of ``x`` at once, as ``mclust::Mclust(x, G = 2)``.
 
-    Returns the per-row ``means`` (n, 2, sorted ascending), ``variances`` (n, 2), ``weights`` (n, 2) and
-    ``bic`` of the model chosen by BIC between equal variances ("E") and unequal variances ("V").
+    Both of mclust's one-dimensional models are fitted, equal variances ("E") and unequal variances ("V"), from
+    mclust's start (the two quantile classes of ``mclust:::qclass``) with its convergence rule, and the one with
+    the better BIC is kept. As in mclust, a fit in which a component's variance collapses (a spike on tied values,
+    e.g. the exact zeros of log(x + 1) counts) or a component empties is singular: its BIC is undefined and it
+    is never chosen, so such rows fall back to "E". Without this the singular fit has an unbounded likelihood
+    and would always win.
+
+    Returns per row ``means`` (n, 2, sorted ascending), ``variances`` (n, 2), ``weights`` (n, 2), ``bic``
+    (-2 loglik + p log m of the chosen model; inf where none) and ``model``: 0 = "E", 1 = "V", -1 = both
+    singular (mclust returns no fit; the "E" estimates are reported).
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] < 2:
@@ -48,11 +60,16 @@ def two_component_mixture(x: np.ndarray, max_iter: int = 1000, tol: float = 1e-5
         parts = [two_component_mixture(x[i:i + _CHUNK_ROWS], max_iter, tol)
                  for i in range(0, x.shape[0], _CHUNK_ROWS)]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    fits = [_em(x, equal_var, max_iter, tol) for equal_var in (True, False)]
-    choose_v = fits[1]["bic"] < fits[0]["bic"]
-    out = {k: np.where(choose_v[:, None] if fits[0][k].ndim == 2 else choose_v, fits[1][k], fits[0][k])
-           for k in ("means", "variances", "weights", "bic")}
-    order = np.argsort(out["means"], axis=1)
+    upper = x >= _qclass_split(x)[:, None]
+    fit_e, fit_v = (_em(x, upper, equal_var, max_iter, tol) for equal_var in (True, False))
+    bic_e = np.where(fit_e["singular"], np.inf, fit_e["bic"])
+    bic_v = np.where(fit_v["singular"], np.inf, fit_v["bic"])
+    choose_v = bic_v < bic_e
+    out = {k: np.where(choose_v[:, None] if fit_e[k].ndim == 2 else choose_v, fit_v[k], fit_e[k])
+           for k in ("means", "variances", "weights")}
+    out["bic"] = np.minimum(bic_e, bic_v)
+    out["model"] = np.where(choose_v, 1, np.where(np.isfinite(bic_e), 0, -1)).astype(np.int8)
+    order = np.argsort(out["means"], axis=1, kind="stable")
     for k in ("means", "variances", "weights"):
         out[k] = np.take_along_axis(out[k], order, axis=1)
     return out
@@ -63,54 +80,92 @@ def negative_mean(x: np.ndarray) -> np.ndarray:
     return two_component_mixture(x)["means"][:, 0]
 
 
-def _em(x: np.ndarray, equal_var: bool, max_iter: int, tol: float) -> dict[str, np.ndarray]:
+def _qclass_split(x: np.ndarray) -> np.ndarray:
+    """Per row, the value at which ``mclust:::qclass(x, 2)`` splits the values into its two start classes.
+
+    qclass takes the quantiles at 0, 1/2, 1; while ties leave fewer than three distinct ones it takes more
+    evenly spaced quantiles (0, 1/3, 2/3, 1, ...), dropping the points before the smallest gaps when it gets more
+    than three. Values >= the middle one form the upper class.
+    """
+    xs = np.sort(x, axis=1)
+    n, m = xs.shape
+    split = xs[:, -1].copy()  # rows with fewer than 2 distinct values: everything in the upper class
+    todo = np.arange(n)
+    for n_q in range(3, m + 2):
+        if todo.size == 0:
+            break
+        h = np.linspace(0.0, 1.0, n_q) * (m - 1)  # R's quantile type 7, numpy's default
+        lo = np.floor(h).astype(int)
+        hi = np.minimum(lo + 1, m - 1)
+        rows = xs[todo]
+        q = rows[:, lo] + (h - lo) * (rows[:, hi] - rows[:, lo])
+        distinct = 1 + (np.diff(q, axis=1) > 0).sum(1)
+        for i in np.flatnonzero(distinct >= 3):
+            u = np.unique(q[i])
+            if u.size > 3:
+                u = np.delete(u, np.argsort(np.diff(u), kind="stable")[:u.size - 3])
+            split[todo[i]] = u[1]
+        todo = todo[distinct < 3]
+    return split
+
+
+def _em(x: np.ndarray, upper: np.ndarray, equal_var: bool, max_iter: int, tol: float) -> dict[str, np.ndarray]:
+    """EM from the hard start classes ``upper``, as mclust's ``me`` (M-step first, stop on relative loglik change).
+
+    A row is singular (mclust: "sigma-squared falls below threshold" / "mixing proportion fell below threshold")
+    once a variance falls to ``floor`` (1e-6 of the row's variance: a point mass on the data's scale) or a
+    component's weight to ~0; its EM stops there.
+    """
     n, m = x.shape
-    row_var = x.var(axis=1)
-    floor = np.maximum(row_var * 1e-6, 1e-10)
-    # deterministic start: 1-D k-means from the quartiles (mclust starts from a hierarchical clustering)
-    mu0, mu1 = np.quantile(x, [0.25, 0.75], axis=1)
-    for _ in range(10):
-        lower = np.abs(x - mu0[:, None]) <= np.abs(x - mu1[:, None])
-        n_lo = lower.sum(1)
-        mu0 = np.where(n_lo > 0, (x * lower).sum(1) / np.maximum(n_lo, 1), mu0)
-        mu1 = np.where(n_lo < m, (x * ~lower).sum(1) / np.maximum(m - n_lo, 1), mu1)
-    w1 = np.clip((m - n_lo) / m, 0.05, 0.95)
-    means = np.stack([mu0, mu1], axis=1)
-    variances = np.repeat(np.maximum(row_var / 2, floor)[:, None], 2, axis=1)
-    weights = np.stack([1 - w1, w1], axis=1)
-    loglik = np.full(n, -np.inf)
+    floor = np.maximum(x.var(axis=1) * 1e-6, 1e-12)
+    r1 = upper.astype(np.float64)  # responsibility of the upper component (the lower one's is 1 - r1)
+    means = np.zeros((n, 2))
+    variances = np.ones((n, 2))
+    weights = np.full((n, 2), 0.5)
+    singular = np.zeros(n, dtype=bool)
+    loglik = np.full(n, np.nan)
+    hold = np.full(n, np.inf)
     active = np.arange(n)
-    for _ in range(max_iter):
-        xa, mu, var, w = x[active], means[active], variances[active], weights[active]
-        lp0 = np.log(w[:, :1]) - 0.5 * (_LOG_2PI + np.log(var[:, :1])) - 0.5 * (xa - mu[:, :1]) ** 2 / var[:, :1]
-        lp1 = np.log(w[:, 1:]) - 0.5 * (_LOG_2PI + np.log(var[:, 1:])) - 0.5 * (xa - mu[:, 1:]) ** 2 / var[:, 1:]
-        log_norm = np.logaddexp(lp0, lp1)
-        ll = log_norm.sum(1)
-        r1 = np.exp(lp1 - log_norm)
+    finishing = np.zeros(n, dtype=bool)  # converged: one last M-step from the final responsibilities, as mclust
+    for _ in range(max_iter + 1):
+        # M-step on the active rows
+        xa = x[active]
         r0 = 1.0 - r1
-        n1 = r1.sum(1) + 1e-12
-        n0 = r0.sum(1) + 1e-12
-        m0 = (r0 * xa).sum(1) / n0
-        m1 = (r1 * xa).sum(1) / n1
+        n1 = r1.sum(1)
+        n0 = m - n1
+        m0 = (r0 * xa).sum(1) / np.maximum(n0, 1e-300)
+        m1 = (r1 * xa).sum(1) / np.maximum(n1, 1e-300)
         s0 = (r0 * (xa - m0[:, None]) ** 2).sum(1)
         s1 = (r1 * (xa - m1[:, None]) ** 2).sum(1)
-        fl = floor[active]
         if equal_var:
-            v = np.maximum((s0 + s1) / m, fl)
-            v0 = v1 = v
+            v0 = v1 = (s0 + s1) / m
         else:
-            v0, v1 = np.maximum(s0 / n0, fl), np.maximum(s1 / n1, fl)
-        converged = np.abs(ll - loglik[active]) <= tol * np.maximum(1.0, np.abs(ll))
-        loglik[active] = ll
+            v0, v1 = s0 / np.maximum(n0, 1e-300), s1 / np.maximum(n1, 1e-300)
+        fl = floor[active]
+        bad = (v0 <= fl) | (v1 <= fl) | (np.minimum(n0, n1) <= 1e-10)
+        v0, v1 = np.maximum(v0, fl), np.maximum(v1, fl)
         means[active] = np.stack([m0, m1], axis=1)
         variances[active] = np.stack([v0, v1], axis=1)
         weights[active] = np.stack([n0, n1], axis=1) / m
-        active = active[~converged]
-        if active.size == 0:
+        singular[active[bad]] = True
+        go_on = ~bad & ~finishing[active]
+        if not go_on.any():
             break
+        active, xa = active[go_on], xa[go_on]
+        m0, m1, v0, v1, n0, n1 = (a[go_on, None] for a in (m0, m1, v0, v1, n0, n1))
+        # E-step and log-likelihood at these parameters: log p(x) = lp0 + softplus(lp1 - lp0)
+        lp0 = np.log(np.maximum(n0, 1e-300) / m) - 0.5 * (_LOG_2PI + np.log(v0)) - 0.5 * (xa - m0) ** 2 / v0
+        lp1 = np.log(np.maximum(n1, 1e-300) / m) - 0.5 * (_LOG_2PI + np.log(v1)) - 0.5 * (xa - m1) ** 2 / v1
+        d = lp1 - lp0
+        softplus = np.maximum(d, 0.0) + np.log1p(np.exp(-np.abs(d)))
+        ll = (lp0 + softplus).sum(1)
+        loglik[active] = ll
+        finishing[active] = np.abs(hold[active] - ll) / (1.0 + np.abs(ll)) <= tol
+        hold[active] = ll
+        r1 = np.exp(d - softplus)
     n_params = 4 if equal_var else 5
     bic = -2.0 * loglik + n_params * np.log(m)
-    return {"means": means, "variances": variances, "weights": weights, "bic": bic}
+    return {"means": means, "variances": variances, "weights": weights, "bic": bic, "singular": singular}
 
 
 @dataclass
@@ -180,7 +235,13 @@ class DSB:
                                 f"(use scale=mean_subtract)")
             self.spread_ = sd if self.scale == "standardize" else np.ones_like(sd)
         else:
-            self.center_ = negative_mean(log_cells.T)
+            fit = two_component_mixture(log_cells.T)
+            no_fit = fit["model"] < 0
+            if no_fit.any():  # mclust finds no non-singular fit (e.g. two distinct values): dsb leaves it uncentred
+                warnings.warn(f"dsb: no background mixture could be fitted for {int(no_fit.sum())} protein(s) "
+                              f"{self.proteins_[no_fit][:5].tolist()}; left uncentred (log(x + pseudocount)), "
+                              f"as the R package does", stacklevel=2)
+            self.center_ = np.where(no_fit, 0.0, fit["means"][:, 0])
             self.spread_ = np.ones(len(self.proteins_))
         norm = (log_cells - self.center_) / self.spread_
         if self.denoise:

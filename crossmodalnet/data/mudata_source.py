@@ -5,12 +5,12 @@ from pathlib import Path
 
 import anndata as ad
 
-from crossmodalnet.data.sources import pair_modalities
+from crossmodalnet.data.sources import mudata_modalities, pair_modalities
 from crossmodalnet.data.validate import DataError
 
 
 def from_mudata(
-    path: str,
+    path: str | None = None,
     rna_mod: str = "rna",
     protein_mod: str = "prot",
     rna_layer: str | None = None,
@@ -23,26 +23,17 @@ def from_mudata(
     MuData itself (e.g. a time column set with ``mdata.obs["day"] = ...``) are added to the RNA obs, so the
     time key may live in either place.
     """
-    import mudata as md
+    from crossmodalnet.data.sources import is_mudata, read_file
 
+    if path is None:
+        raise DataError("no input data: set data.source.path to a .h5mu file")
     file = Path(str(path)).expanduser()
     if not file.exists():
         raise DataError(f"MuData file not found: {file} (data.source.path)")
-    try:
-        mdata = md.read_h5mu(file)
-    except Exception as err:  # h5py/mudata raise many types for a broken file
-        raise DataError(f"cannot read {file} as .h5mu: {err}") from None
-    for mod, key in ((rna_mod, "rna_mod"), (protein_mod, "protein_mod")):
-        if mod not in mdata.mod:
-            raise DataError(f"{file} has no modality {mod!r} (data.source.{key}); modalities: {list(mdata.mod)}")
-    rna, prot = mdata.mod[rna_mod], mdata.mod[protein_mod]
-    out = pair_modalities(rna, prot, rna_layer=rna_layer, protein_layer=protein_layer, counts_layer=counts_layer,
-                          rna_source=f"{file}:{rna_mod}", protein_source=f"{file}:{protein_mod}")
-    prefixes = {f"{m}:" for m in mdata.mod}
-    shared = [c for c in mdata.obs.columns
-              if not any(str(c).startswith(p) for p in prefixes) and c not in out.obs.columns]
-    if shared:
-        global_obs = mdata.obs.loc[out.obs_names, shared]
-        for col in shared:
-            out.obs[col] = global_obs[col].to_numpy()
-    return out
+    if file.suffix != ".h5mu":
+        raise DataError(f"data=mudata reads a .h5mu file, got {file}; use data=anndata for .h5ad files")
+    mdata = read_file(file, "MuData")
+    assert is_mudata(mdata)
+    rna, prot = mudata_modalities(mdata, rna_mod, protein_mod, str(file))
+    return pair_modalities(rna, prot, rna_layer=rna_layer, protein_layer=protein_layer, counts_layer=counts_layer,
+                           rna_source=f"{file}:{rna_mod}", protein_source=f"{file}:{protein_mod}")

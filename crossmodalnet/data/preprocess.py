@@ -8,7 +8,8 @@ RNA (genes in X, raw counts in ``layers["counts"]``):
 Protein (values in ``obsm["protein"]``, raw ADT counts in ``obsm["protein_counts"]``):
   ``as_is`` keeps ``obsm["protein"]``; ``dsb`` (with empty droplets, ``empty_droplets`` = an .h5ad of their raw
   ADT counts) and ``dsb_no_empty`` (ModelNegativeADTnorm) compute it from the raw counts, see
-  :mod:`crossmodalnet.data.dsb`.
+  :mod:`crossmodalnet.data.dsb`; ``clr`` is the centred log-ratio of each cell's raw ADT counts across its
+  proteins, computed by muon (``muon.prot.pp.clr(axis=1)``, Seurat's flavour), per cell, so it needs no fit.
 """
 from __future__ import annotations
 
@@ -23,13 +24,15 @@ import pandas as pd
 import scipy.sparse as sp
 
 from crossmodalnet.data.dsb import DSB
+from crossmodalnet.data.projection import GeneProjection
 from crossmodalnet.data.simulate import log_normalize_counts
-from crossmodalnet.data.validate import PROTEIN_KEY, DataError
+from crossmodalnet.data.validate import MAX_ABS_VALUE, PROTEIN_KEY, DataError, check_matrix
 
 log = logging.getLogger(__name__)
 
 RNA_METHODS = ("as_is", "log_normalize")
-PROTEIN_METHODS = ("as_is", "dsb", "dsb_no_empty")
+PROTEIN_METHODS = ("as_is", "dsb", "dsb_no_empty", "clr")
+DSB_METHODS = ("dsb", "dsb_no_empty")
 HVG_FLAVORS = ("seurat", "cell_ranger")
 PROTEIN_COUNTS_KEY = "protein_counts"
 
@@ -48,6 +51,8 @@ class Preprocessor:
     min_cells: int = 0
     n_top_genes: int | None = None
     hvg_flavor: str = "seurat"
+    # raw counts (RNA for log_normalize, ADT for dsb) must be whole numbers; false for ambient-corrected counts
+    integer_counts: bool = True
     # dsb options (protein = dsb | dsb_no_empty)
     empty_droplets: str | None = None
     empty_droplets_layer: str | None = None
@@ -56,14 +61,25 @@ class Preprocessor:
     dsb_denoise: bool = True
     dsb_scale: str = "standardize"
     dsb_quantile_clip: Sequence[float] | None = None
+    # reduced gene input (crossmodalnet.data.projection): truncated SVD fitted on the training cells; null = genes
+    svd_components: int | None = None
+    svd_n_iter: int = 3
+    svd_max_cells: int | None = 20_000
+    svd_seed: int = 0
     genes_: np.ndarray | None = field(default=None, init=False)
     dsb_: DSB | None = field(default=None, init=False)
+    projection_: GeneProjection | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.rna not in RNA_METHODS:
             raise DataError(f"unknown RNA normalisation {self.rna!r}; choose one of {RNA_METHODS}")
         if self.protein not in PROTEIN_METHODS:
             raise DataError(f"unknown protein normalisation {self.protein!r}; choose one of {PROTEIN_METHODS}")
+        if self.svd_components is not None:  # checks the svd_* settings now, not after loading the data
+            if isinstance(self.svd_components, bool) or not isinstance(self.svd_components, int):
+                raise DataError(f"data.preprocess.svd_components must be an integer or null, got "
+                                f"{self.svd_components!r}")
+            GeneProjection(self.svd_components, n_iter=self.svd_n_iter, max_cells=self.svd_max_cells)
         if self.target_sum <= 0:
             raise DataError(f"preprocess.target_sum must be > 0, got {self.target_sum}")
         if self.min_cells < 0:
@@ -78,12 +94,50 @@ class Preprocessor:
         if self.protein != "dsb" and self.empty_droplets:
             raise DataError(f"data.preprocess.empty_droplets is only used by protein=dsb (got protein="
                             f"{self.protein!r})")
-        if self.protein == "as_is" and self.isotype_controls:
+        if self.protein not in DSB_METHODS and self.isotype_controls:
             raise DataError("data.preprocess.isotype_controls is only used by protein=dsb/dsb_no_empty")
-        if self.protein != "as_is":
+        if self.protein in DSB_METHODS:
             self.dsb_ = DSB(pseudocount=self.dsb_pseudocount, denoise=self.dsb_denoise,
                             isotype_controls=self.isotype_controls, scale=self.dsb_scale,
                             quantile_clip=self.dsb_quantile_clip)
+
+    # -- checks on what is read (docs/checks.md) -----------------------------------------------------------------
+    def check_input(self, adata: ad.AnnData, rna_source: str | None = None,
+                    protein_source: str | None = None) -> None:
+        """The matrices this preprocessing reads, checked (all cells) before anything is computed from them:
+        raw counts where counts are normalised, the values as given where they are used as they are."""
+        obs = adata.obs_names
+        if self.rna == "log_normalize":
+            if "counts" not in adata.layers:
+                raise DataError("rna=log_normalize needs raw counts in layers['counts']; set "
+                                "data.preprocess.rna=as_is if X is already normalised")
+            check_matrix(adata.layers["counts"], "RNA counts layers['counts']", obs, adata.var_names, rna_source,
+                         counts=True, integer=self.integer_counts,
+                         hint="rna=log_normalize needs raw counts (set data.preprocess.integer_counts=false for "
+                              "ambient-corrected counts, or rna=as_is for an already normalised X)")
+        else:
+            check_matrix(adata.X, "gene matrix X", obs, adata.var_names, rna_source, bound=MAX_ABS_VALUE,
+                         hint="rna=as_is feeds X to the network as given: normalise it, or use "
+                              "rna=log_normalize with raw counts in layers['counts']")
+        if self.protein == "as_is":
+            prot = adata.obsm[PROTEIN_KEY]
+            check_matrix(prot.to_numpy(), f"proteins obsm[{PROTEIN_KEY!r}]", obs, prot.columns, protein_source,
+                         bound=MAX_ABS_VALUE, feature="protein",
+                         hint="protein=as_is uses the values as given: normalise them (e.g. CLR, or dsb from raw "
+                              "counts)")
+        else:
+            counts = _protein_counts(adata)
+            check_matrix(counts.to_numpy(), f"raw ADT counts obsm[{PROTEIN_COUNTS_KEY!r}]", obs, counts.columns,
+                         protein_source, counts=True, integer=self.integer_counts, feature="protein",
+                         hint=f"protein={self.protein} needs raw ADT counts")
+
+    def check_output(self, out: ad.AnnData, source: str | None = None) -> None:
+        """The matrices the network gets, after normalisation: finite and within +-MAX_ABS_VALUE."""
+        check_matrix(out.X, f"gene matrix after normalisation (rna={self.rna})", out.obs_names, out.var_names,
+                     source)
+        prot = out.obsm[PROTEIN_KEY]
+        check_matrix(np.asarray(prot, dtype=np.float64), f"proteins after normalisation (protein={self.protein})",
+                     out.obs_names, getattr(prot, "columns", range(prot.shape[1])), source, feature="protein")
 
     # -- fit ---------------------------------------------------------------------------------------------------
     def fit(self, train: ad.AnnData) -> "Preprocessor":
@@ -137,6 +191,19 @@ class Preprocessor:
         x = x.toarray() if sp.issparse(x) else np.asarray(x)
         return pd.DataFrame(x, index=empty.obs_names, columns=empty.var_names.astype(str))
 
+    def fit_projection(self, x_train) -> GeneProjection | None:
+        """Fit the SVD input projection on the training split's transformed genes (``svd_components``; None =
+        off). Separate from :meth:`fit` so the training genes are transformed once, not twice."""
+        self.projection_ = None
+        if self.svd_components is not None:
+            self.projection_ = GeneProjection(int(self.svd_components), n_iter=int(self.svd_n_iter),
+                                              max_cells=self.svd_max_cells, seed=int(self.svd_seed)).fit(x_train)
+        return self.projection_
+
+    def project(self, x):
+        """A transformed split's genes as the model reads them: the SVD scores when fitted, else the genes."""
+        return x if self.projection_ is None else self.projection_.transform(x)
+
     # -- transform -----------------------------------------------------------------------------------------------
     def transform(self, adata: ad.AnnData) -> ad.AnnData:
         """The split as the model sees it: kept genes, normalised, in X (CSR float32); proteins in obsm.
@@ -161,6 +228,8 @@ class Preprocessor:
             out.obsm[key] = value.copy() if isinstance(value, pd.DataFrame) else np.array(value)
         if self.dsb_ is not None:
             out.obsm[PROTEIN_KEY] = self.dsb_.transform(_protein_counts(out))
+        elif self.protein == "clr":
+            out.obsm[PROTEIN_KEY] = clr(_protein_counts(out))
         return out
 
     def _rna_matrix(self, adata: ad.AnnData):
@@ -185,3 +254,18 @@ def _protein_counts(adata: ad.AnnData) -> pd.DataFrame:
         counts = pd.DataFrame(np.asarray(counts), index=adata.obs_names,
                               columns=adata.obsm[PROTEIN_KEY].columns)
     return counts
+
+
+def clr(counts: pd.DataFrame) -> pd.DataFrame:
+    """Centred log-ratio of each cell's raw ADT counts across its proteins, by muon's own implementation
+    (``muon.prot.pp.clr``, flavour "seurat": log1p(x / exp(mean(log1p(x))))). Per cell, so no fit and no leak
+    between splits."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # muon reads scanpy.__version__ on import
+        from muon import prot
+
+    tmp = ad.AnnData(X=np.asarray(counts, dtype=np.float64).copy())
+    prot.pp.clr(tmp, inplace=True, axis=1)
+    return pd.DataFrame(np.asarray(tmp.X, dtype=np.float32), index=counts.index, columns=counts.columns)

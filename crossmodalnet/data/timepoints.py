@@ -15,21 +15,51 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-_NUMBER = re.compile(r"[-+]?\d*\.?\d+")
+from crossmodalnet.errors import DataError
+
+# A time label is numeric when it is a number, optionally with a time unit before or after it ("3", "day 3",
+# "D3", "W2", "week-2", "48h", "E10.5"). Anything else ("pbmc5k", "s1d2", "run10x") is a categorical label:
+# a digit inside a name is not a time.
+_UNITS = {
+    "": "", "d": "day", "day": "day", "days": "day", "w": "week", "wk": "week", "wks": "week", "week": "week",
+    "weeks": "week", "h": "hour", "hr": "hour", "hrs": "hour", "hour": "hour", "hours": "hour",
+    "min": "minute", "mins": "minute", "minute": "minute", "minutes": "minute", "mo": "month", "month": "month",
+    "months": "month", "y": "year", "yr": "year", "year": "year", "years": "year", "t": "timepoint",
+    "tp": "timepoint", "time": "timepoint", "timepoint": "timepoint", "e": "embryonic day",
+    "p": "postnatal day", "dpi": "day", "hpi": "hour", "dpf": "day", "hpf": "hour",
+}
+_LABEL = re.compile(r"^\s*(?:(?P<pre>[A-Za-z]+)[\s_\-:]*)?(?P<num>[-+]?(?:\d+\.?\d*|\.\d+))\s*(?P<post>[A-Za-z]*)\s*$")
 
 
-class TimeError(ValueError):
-    """A time value that cannot be placed on the learned time axis."""
+class TimeError(DataError):
+    """A time value that cannot be placed on the learned time axis (a DataError: ``error: ...``, exit 2)."""
 
 
-def time_value(label: Any) -> float | None:
-    """The number a time label stands for: 3 -> 3.0, 'day 3' -> 3.0, 'W2' -> 2.0; None if it has none."""
+def _parse(label: Any) -> tuple[float, str] | None:
+    """(value, unit) of a time label, unit "" for a bare number; None when the label is not a time."""
     if isinstance(label, (bool, np.bool_)):
         return None
     if isinstance(label, (int, float, np.integer, np.floating)):
-        return None if np.isnan(label) else float(label)
-    numbers = _NUMBER.findall(str(label))
-    return float(numbers[0]) if len(numbers) == 1 else None
+        return None if np.isnan(label) else (float(label), "")
+    m = _LABEL.match(str(label))
+    if m is None:
+        return None
+    pre, post = (m["pre"] or "").lower(), m["post"].lower()
+    if (pre and post) or (pre or post) not in _UNITS:
+        return None
+    return float(m["num"]), _UNITS[pre or post]
+
+
+def time_value(label: Any) -> float | None:
+    """The number a time label stands for: 3 -> 3.0, 'day 3' -> 3.0, 'W2' -> 2.0; None for 'pbmc5k' or 'late'."""
+    parsed = _parse(label)
+    return None if parsed is None else parsed[0]
+
+
+def time_unit(label: Any) -> str | None:
+    """The unit of a numeric time label ('week 3' -> 'week', 3 -> ''), None for a categorical label."""
+    parsed = _parse(label)
+    return None if parsed is None else parsed[1]
 
 
 def time_mask(values: pd.Series, keep: Sequence[Any], what: str) -> np.ndarray:
@@ -70,13 +100,44 @@ class TimeAxis:
     values: list[float] | None
 
     @classmethod
-    def from_labels(cls, labels: Iterable[Any]) -> "TimeAxis":
+    def from_labels(cls, labels: Iterable[Any], order: Sequence[Any] | None = None,
+                    categorical: bool = False) -> "TimeAxis":
+        """The axis of the times in ``labels``: numeric times ordered by value, anything else categorical.
+
+        ``order`` (``data.time_order``) gives the order explicitly; the axis stays numeric (interpolation
+        allowed) only when those labels are numeric and increasing. ``categorical`` (``data.time_categorical``)
+        declares the labels unordered conditions even when they look like numbers: no interpolation.
+        """
         unique = list(pd.unique(pd.Series(list(labels))))
+        if order is not None:
+            return cls._ordered(unique, list(order), categorical)
         numbers = [time_value(x) for x in unique]
+        if categorical:
+            return cls(labels=sorted((_plain(u) for u in unique), key=str), values=None)
         if all(n is not None for n in numbers) and len(set(numbers)) == len(numbers):
             order = np.argsort(numbers, kind="stable")
             return cls(labels=[_plain(unique[i]) for i in order], values=[float(numbers[i]) for i in order])
         return cls(labels=sorted((_plain(u) for u in unique), key=str), values=None)
+
+    @classmethod
+    def _ordered(cls, unique: list[Any], order: list[Any], categorical: bool) -> "TimeAxis":
+        missing = [u for u in unique if not any(_same(o, u) for o in order)]
+        if missing:
+            raise TimeError(f"times {[_plain(m) for m in missing]} occur in the data but not in data.time_order "
+                            f"{order}; list every time")
+        labels = [_plain(next(u for u in unique if _same(o, u))) for o in order if any(_same(o, u) for u in unique)]
+        numbers = [time_value(x) for x in labels]
+        if categorical or any(n is None for n in numbers):
+            return cls(labels=labels, values=None)
+        if any(b <= a for a, b in zip(numbers, numbers[1:])):
+            raise TimeError(f"data.time_order {order} contradicts the times' numeric values {numbers}; reorder it, "
+                            "or set data.time_categorical=true to treat the times as unordered conditions")
+        return cls(labels=labels, values=[float(n) for n in numbers])
+
+    @property
+    def categorical(self) -> bool:
+        """True when the times are conditions without numeric values: nothing is interpolated between them."""
+        return self.values is None
 
     @property
     def n_times(self) -> int:
@@ -98,6 +159,7 @@ class TimeAxis:
 
         ``outside_range="error"`` also refuses a time beyond the learned range (default: the nearest is used).
         """
+        self._check_unit(label)
         if self.index_of(label) is not None:
             return None
         if self.values is None:
@@ -110,9 +172,21 @@ class TimeAxis:
             raise TimeError(f"time {label!r} lies outside the learned range [{self.labels[0]}, {self.labels[-1]}]")
         return v
 
+    def _check_unit(self, label: Any) -> None:
+        """'week 3' against learned days (or against plain numbers) is refused, not read as 3."""
+        if self.values is None or any(isinstance(k, str) and str(label) == k for k in self.labels):
+            return
+        unit = time_unit(label)
+        learned = {time_unit(k) for k in self.labels}
+        if unit and unit not in learned:
+            shown = " or ".join(sorted(f"{u}s" if u else "plain numbers" for u in learned))
+            raise TimeError(f"time {label!r} is given in {unit}s but the learned times {self.labels} are "
+                            f"{shown}; give the time on the training scale (e.g. {self.labels[0]!r})")
+
     def weights(self, label: Any, *, warn: bool = True) -> np.ndarray:
         """Weight vector over the embedding rows for one time label (see module docstring)."""
         w = np.zeros(self.n_times, dtype=np.float32)
+        self._check_unit(label)
         idx = self.index_of(label)
         if idx is not None:
             w[idx] = 1.0
@@ -167,7 +241,7 @@ class TimeAxis:
         return lookup[codes]
 
     def to_dict(self) -> dict:
-        return {"labels": [_plain(x) for x in self.labels], "values": self.values}
+        return {"labels": [_plain(x) for x in self.labels], "values": self.values, "categorical": self.categorical}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TimeAxis":

@@ -9,10 +9,11 @@ from anndata import AnnData
 from crossmodalnet.data.timepoints import parse_time_column
 
 PROTEIN_KEY = "protein"
+# uns key where a loader records the file each modality came from ({"rna": path, "protein": path}), for messages
+SOURCE_FILES_KEY = "crossmodalnet_source_files"
 
 
-class DataError(ValueError):
-    """Input data that cannot be used as given; the message says what and where."""
+from crossmodalnet.errors import DataError  # noqa: E402,F401  (defined in a light module; re-exported here)
 
 
 def _where(source: str | None) -> str:
@@ -108,3 +109,92 @@ def _check_finite(values: np.ndarray, what: str, obs_names: pd.Index, columns, w
         rows, cols = np.nonzero(~finite)
         raise DataError(f"{what} contain {int((~finite).sum())} NaN/inf values{where}, e.g. cell "
                         f"{obs_names[rows[0]]!r}, {what[:-1]} {columns[cols[0]]!r}")
+
+
+# -- values of the matrices a step actually uses -------------------------------------------------------------------
+# Beyond this magnitude a matrix the network reads as given (genes with rna=as_is, proteins with protein=as_is, or
+# anything after normalisation) is refused: log-normalised counts stay below log1p(target_sum) (9.2 for 1e4),
+# z-scored data below sqrt(n_cells) (1,000 for a million cells), CLR/dsb values in the tens. A larger value is a
+# corrupt entry or an unnormalised matrix, and float32 batch statistics of it overflow to inf.
+MAX_ABS_VALUE = 1e6
+# Raw counts above this are not counts of one gene in one cell (and float32 no longer holds them exactly).
+MAX_COUNT = 1e9
+
+
+def _is_numeric(x) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return (dtype is not None and np.issubdtype(dtype, np.number) and not np.issubdtype(dtype, np.complexfloating)
+            and not np.issubdtype(dtype, np.bool_))
+
+
+def _entries(x) -> tuple[np.ndarray, callable]:
+    """The stored values of a dense or sparse matrix and a function mapping a flat position to (row, col)."""
+    if sp.issparse(x):
+        csr = x if sp.isspmatrix_csr(x) or isinstance(x, sp.csr_array) else sp.csr_matrix(x)
+        indptr, indices = csr.indptr, csr.indices
+
+        def locate(pos: int) -> tuple[int, int]:
+            return int(np.searchsorted(indptr, pos, side="right") - 1), int(indices[pos])
+        return np.asarray(csr.data), locate
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        arr = arr.reshape(arr.shape[0], -1)
+    flat = arr.reshape(-1)
+    n_cols = arr.shape[1]
+    return flat, lambda pos: (int(pos // n_cols), int(pos % n_cols))
+
+
+def check_matrix(x, what: str, obs_names, var_names, source: str | None = None, *, counts: bool = False,
+                 integer: bool = True, bound: float | None = MAX_ABS_VALUE, feature: str = "gene",
+                 hint: str = "") -> None:
+    """Raise :class:`DataError` on the first problem of a matrix a step uses, naming file, matrix, cell, feature.
+
+    Always: numeric and finite. ``counts``: non-negative, integer (unless ``integer=False``) and at most
+    ``MAX_COUNT``. Otherwise: ``|value| <= bound`` (None: no bound). ``hint`` is appended to value errors.
+    """
+    where = _where(source)
+    if not _is_numeric(x):
+        raise DataError(f"{what}{where} is not numeric (dtype {getattr(x, 'dtype', type(x).__name__)})")
+    values, locate = _entries(x)
+    if values.size == 0:
+        return
+    obs_names, var_names = pd.Index(obs_names), pd.Index(var_names)
+
+    def fail(mask: np.ndarray, problem: str, tail: str = "") -> None:
+        n = int(mask.sum())
+        pos = int(np.flatnonzero(mask)[0])
+        row, col = locate(pos)
+        raise DataError(f"{what}{where} {problem}: {n} value{'s' if n != 1 else ''}, e.g. {values[pos]:g} at cell "
+                        f"{obs_names[row]!r}, {feature} {var_names[col]!r}{tail}")
+
+    floating = np.issubdtype(values.dtype, np.floating)
+    if floating:
+        finite = np.isfinite(values)
+        if not finite.all():
+            fail(~finite, "contains NaN/inf")
+    tail = f"; {hint}" if hint else ""
+    if counts:
+        if (values < 0).any():
+            fail(values < 0, "must hold raw counts but has negative values", tail)
+        if integer and floating:
+            frac = values != np.floor(values)
+            if frac.any():
+                fail(frac, "must hold raw counts but has non-integer values", tail)
+        if (values > MAX_COUNT).any():
+            fail(values > MAX_COUNT, f"holds counts above {MAX_COUNT:g}, which no cell has for one {feature}", tail)
+    elif bound is not None:
+        big = np.abs(values) > bound
+        if big.any():
+            fail(big, f"holds values beyond +-{bound:g}, far outside any normalised expression (docs/checks.md)",
+                 tail)
+
+
+def value_ranges(x) -> dict[str, list[float]]:
+    """Per-column training min and max (zeros of a sparse matrix included), kept in the checkpoint so that
+    prediction can report new cells far outside what the model was trained on."""
+    if sp.issparse(x):
+        lo, hi = np.asarray(x.min(axis=0).todense()).ravel(), np.asarray(x.max(axis=0).todense()).ravel()
+    else:
+        arr = np.asarray(x)
+        lo, hi = arr.min(axis=0), arr.max(axis=0)
+    return {"gene_min": lo.astype(float).tolist(), "gene_max": hi.astype(float).tolist()}

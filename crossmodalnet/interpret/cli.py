@@ -11,23 +11,38 @@ import re
 import sys
 from pathlib import Path
 
-import anndata as ad
-import pandas as pd
-
-from crossmodalnet.data.validate import DataError
-from crossmodalnet.interpret.saliency import RANK_BY
+from crossmodalnet._lazy import lazy
 from crossmodalnet.cli import run_cli
+from crossmodalnet.errors import DataError
+
+# imported on first use: `crossmodalnet-saliency --help` must not wait seconds for them
+ad = lazy("anndata")
+pd = lazy("pandas")
+# = crossmodalnet.interpret.saliency.RANK_BY, copied so that --help does not import torch (a test checks they match)
+RANK_BY = ("magnitude", "absolute", "signed")
+# = METHODS / DEFAULT_METHOD / DEFAULT_RANK_BY of crossmodalnet.interpret.saliency, copied for the same reason
+# (tests/test_saliency.py checks they match)
+METHODS = ("gradient", "grad_x_input", "integrated_gradients", "integrated_gradients_mean", "smoothgrad")
+DEFAULT_METHOD = "gradient"
+DEFAULT_RANK_BY = "magnitude"
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossmodalnet-saliency",
                                 description="Saliency of genes for proteins (paper 2.5), top genes, figures, GSEA.")
     p.add_argument("--checkpoint", required=True, help="Lightning .ckpt written by train()")
-    p.add_argument("--input", required=True, help=".h5ad with the cells to aggregate over (never modified)")
+    p.add_argument("--input", required=True,
+                   help=".h5ad or .h5mu with the cells to aggregate over (never modified)")
+    p.add_argument("--rna-mod", default="rna", help=".h5mu input: the RNA modality")
     p.add_argument("--protein", action="append", help="protein name (repeat for several; default: all)")
     p.add_argument("--top", type=int, default=10, help="genes per protein in tables and figures")
-    p.add_argument("--rank-by", choices=RANK_BY, default="magnitude",
-                   help="magnitude = |sum of gradients| (paper), absolute = sum of |gradients|, signed")
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                   help=f"per-cell attribution summed over cells (default {DEFAULT_METHOD}): gradient (paper), "
+                        "grad_x_input, integrated_gradients (from zero expression), integrated_gradients_mean "
+                        "(from the cells' mean expression), smoothgrad; see docs/interpretation.md")
+    p.add_argument("--rank-by", choices=RANK_BY, default=DEFAULT_RANK_BY,
+                   help="magnitude = |sum over cells| (the paper's |gamma|), absolute = sum of |per-cell values| "
+                        "(with --method gradient: the authors' mean |gradient|), signed")
     when = p.add_mutually_exclusive_group()
     when.add_argument("--time", help="one time for every cell")
     when.add_argument("--time-key", help="obs column with each cell's time (default: the training column)")
@@ -39,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gsea-permutations", type=int, default=200)
     p.add_argument("--output-dir", help="default: <checkpoint's run dir>/saliency")
     p.add_argument("--output-h5ad", help="also write a copy of the input with varm['saliency'] and uns['saliency']")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace earlier saliency results in --output-dir / --output-h5ad (default: refuse)")
     return p
 
 
@@ -68,20 +85,26 @@ def _run(args) -> int:
     if args.output_h5ad and Path(args.output_h5ad).expanduser().resolve() == inp.resolve():
         raise DataError(f"--output-h5ad {args.output_h5ad} is the input file; write to a new file")
     ckpt = Path(args.checkpoint).expanduser()
+    from crossmodalnet.rundir import check_output
+
+    out = Path(args.output_dir).expanduser() if args.output_dir else _default_dir(ckpt)
+    check_output(out / "saliency.csv", args.overwrite)  # earlier results are never replaced silently
+    if args.output_h5ad:
+        check_output(args.output_h5ad, args.overwrite)
     model = load_model(ckpt)
-    try:  # backed: X stays on disk and is read batch by batch (in memory only to write --output-h5ad)
-        adata = ad.read_h5ad(inp, backed=None if args.output_h5ad else "r")
-    except Exception as err:
-        raise DataError(f"cannot read input file {inp} as .h5ad: {err}") from None
+    from crossmodalnet.data.query import read_query
+
+    # .h5ad or .h5mu, through the same reader as training and predict; an .h5ad stays on disk (backed) and is
+    # read batch by batch (in memory only to write --output-h5ad)
+    adata = read_query(inp, rna_mod=args.rna_mod, backed=not args.output_h5ad, default_protein_keys=()).rna
     try:
         result = saliency(model, adata, args.protein, time=args.time, time_key=args.time_key,
                           time_mode=args.time_mode, batch_size=args.batch_size, layer=args.layer,
-                          max_cells=args.max_cells, where=str(inp))
+                          max_cells=args.max_cells, where=str(inp), method=args.method)
         sim = dict(adata.uns.get("simulation", {}))
     finally:
         if adata.isbacked:
             adata.file.close()
-    out = Path(args.output_dir).expanduser() if args.output_dir else _default_dir(ckpt)
     out.mkdir(parents=True, exist_ok=True)
     result.to_long(args.rank_by).to_csv(out / "saliency.csv", index=False)
     top = pd.concat([result.top(p, args.top, args.rank_by) for p in result.proteins], ignore_index=True)
@@ -90,7 +113,10 @@ def _run(args) -> int:
         print(top[["protein", "rank", "gene", "saliency", "abs_saliency"]].to_string(index=False))
     mean_expr = result.meta["mean_expression"]
     coding = dict(zip(map(str, sim.get("protein_names", [])), map(str, sim.get("coding_gene", []))))
-    for protein in result.proteins[:20]:  # figures for at most 20 proteins; the tables hold all
+    from crossmodalnet._progress import progress
+
+    shown = result.proteins[:20]  # figures for at most 20 proteins; the tables hold all
+    for protein in progress(shown, len(shown), "figures and GSEA per protein", show=bool(args.gmt)):
         tag = _safe(protein)
         plots.plot_saliency_top(result, protein, out / f"saliency_top_{tag}.png", args.top, args.rank_by)
         highlight = [g for g in (coding.get(protein, protein),) if g in mean_expr.index]
@@ -101,7 +127,8 @@ def _run(args) -> int:
     if args.output_h5ad:
         result.add_to(adata, k=args.top, by=args.rank_by)
         adata.write_h5ad(Path(args.output_h5ad).expanduser())
-    print(f"saliency of {len(result.proteins)} proteins over {result.n_cells} cells written to {out}")
+    print(f"saliency ({args.method}) of {len(result.proteins)} proteins over {result.n_cells} cells written to "
+          f"{out}")
     return 0
 
 
@@ -111,7 +138,7 @@ def _gsea(result, protein: str, args, stem: Path) -> None:
 
     res = gsea_prerank(result.ranking(protein, args.rank_by), args.gmt, permutation_num=args.gsea_permutations)
     res.table.to_csv(f"{stem}.csv", index=False)
-    plots.plot_gsea_running_score(res, res.table["term"].iloc[0], f"{stem}.png")
+    plots.plot_gsea_running_score(res, res.table["term"].iloc[0], f"{stem}.png", protein=protein)
     print(f"GSEA {protein}: top set {res.table['term'].iloc[0]!r} (NES {res.table['nes'].iloc[0]:.2f}, "
           f"FDR {res.table['fdr'].iloc[0]:.3g})")
 

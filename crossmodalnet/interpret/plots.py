@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from crossmodalnet.data.validate import DataError
 
@@ -45,19 +46,140 @@ def _scatter(ax, x, y, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_title(title, fontsize=10)
 
 
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+           "#7f7f7f", "#aec7e8", "#ff9896", "#98df8a", "#ffbb78", "#c5b0d5", "#c49c94", "#f7b6d2", "#9edae5"]
+MAX_GROUPS = len(PALETTE)  # more categories than this: the rest are drawn grey as "other"
+
+
+def _categories(values) -> tuple[list[str], np.ndarray]:
+    """Category names in a natural order (numbers numerically) and each cell's index into them."""
+    labels = pd.Series(np.asarray(values, dtype=object)).astype(str)
+    if isinstance(values, pd.Categorical) or isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+        order = [str(c) for c in pd.Categorical(values).categories if str(c) in set(labels)]
+    else:
+        uniq = list(pd.unique(labels))
+        numeric = pd.to_numeric(pd.Series(uniq), errors="coerce")
+        order = [u for _, u in sorted(zip(numeric, uniq))] if numeric.notna().all() else sorted(uniq)
+    return order, pd.Categorical(labels, categories=order).codes
+
+
+def _colored_scatter(ax, x, y, groups, title_key: str, ordered: bool = False) -> None:
+    """Scatter coloured by a categorical variable, with a legend: ``ordered`` (time) in a sequential colour map
+    along the natural order, otherwise the largest groups first in the palette."""
+    order, codes = _categories(groups)
+    sizes = np.bincount(codes[codes >= 0], minlength=len(order))
+    ranked = list(range(len(order))) if ordered else list(np.argsort(-sizes, kind="stable"))
+    shown = set(ranked[:MAX_GROUPS])
+    s = 8 if len(x) < 3000 else 3
+    other = np.isin(codes, [i for i in range(len(order)) if i not in shown])
+    if other.any():
+        ax.scatter(x[other], y[other], s=s, alpha=0.4, linewidths=0, color="#cccccc",
+                   label=f"other ({len(order) - len(shown)} groups)")
+    if ordered:
+        from matplotlib import colormaps
+
+        cmap = colormaps["viridis"]
+        colours = {i: cmap(0.9 * i / max(len(order) - 1, 1)) for i in range(len(order))}
+    else:
+        colours = {i: PALETTE[ranked.index(i) % len(PALETTE)] for i in range(len(order))}
+    for i in [i for i in range(len(order)) if i in shown]:
+        m = codes == i
+        ax.scatter(x[m], y[m], s=s, alpha=0.6, linewidths=0, color=colours[i],
+                   label=f"{order[i]} (n={int(m.sum())})")
+    ax.legend(title=title_key, fontsize=7, title_fontsize=8, frameon=False, markerscale=2,
+              loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def _identity_line(ax, x, y) -> None:
+    lo = float(np.nanmin([np.nanmin(x), np.nanmin(y)]))
+    hi = float(np.nanmax([np.nanmax(x), np.nanmax(y)]))
+    pad = 0.03 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", lw=0.8, ls="--", label="_y = x")
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_aspect("equal", adjustable="box")
+    ax.text(0.98, 0.02, "y = x", transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="black")
+
+
 def plot_measured_vs_predicted(measured: np.ndarray, predicted: np.ndarray, protein: str, path: str | Path,
-                               gene_expression: np.ndarray | None = None, gene: str | None = None) -> Path:
-    """Figure 2: the coding gene's expression vs the measured protein (when given) beside predicted vs measured,
-    each titled with its Pearson r."""
-    panels = 2 if gene_expression is not None else 1
-    fig, axes = _figure(panels)
-    if gene_expression is not None:
-        r = _pearson(gene_expression, measured)
-        _scatter(axes[0], gene_expression, measured, f"{gene or 'coding gene'} expression",
-                 f"measured {protein}", f"{gene} vs {protein}: r = {r:.3f}")
+                               gene_expression: np.ndarray | None = None, gene: str | None = None, *,
+                               time=None, time_label: str = "time", cell_type=None,
+                               cell_type_label: str = "cell type", cells: str = "test cells",
+                               model_name: str = "CrossmodalNet") -> Path:
+    """Figure 2: predicted vs measured ``protein`` over ``cells`` (named in the title, with n and Pearson r),
+    with the y = x line; one panel coloured by ``time`` and one by ``cell_type`` when given, and the coding
+    gene's expression vs the measured protein beside them when ``gene_expression`` is given."""
+    measured = np.asarray(measured, dtype=float).ravel()
+    predicted = np.asarray(predicted, dtype=float).ravel()
+    colourings = [(v, k) for v, k in ((time, time_label), (cell_type, cell_type_label)) if v is not None]
+    panels = (1 if gene_expression is not None else 0) + max(1, len(colourings))
+    fig, axes = _figure(panels, width=5.6 if colourings else 4.6, height=4.4)
     r = _pearson(predicted, measured)
-    _scatter(axes[-1], predicted, measured, f"predicted {protein}", f"measured {protein}",
-             f"CrossmodalNet {protein}: r = {r:.3f}")
+    if gene_expression is not None:
+        rg = _pearson(gene_expression, measured)
+        _scatter(axes[0], np.asarray(gene_expression, float).ravel(), measured, f"{gene or 'coding gene'} RNA",
+                 f"measured {protein}", f"{gene} RNA vs {protein} protein: r = {rg:.3f}")
+    for ax, (values, key) in zip(axes[1 if gene_expression is not None else 0:], colourings or [(None, None)]):
+        if values is None:
+            ax.scatter(measured, predicted, s=6, alpha=0.5, linewidths=0, color="#3b6ea5")
+        else:
+            _colored_scatter(ax, measured, predicted, values, key, ordered=key == time_label)
+        _identity_line(ax, measured, predicted)
+        ax.set_xlabel(f"measured {protein}")
+        ax.set_ylabel(f"predicted {protein}")
+        by = f", by {key}" if key else ""
+        ax.set_title(f"{model_name}: {protein} on {len(measured):,} {cells}{by}\nPearson r = {r:.3f}",
+                     fontsize=9)
+    return _save(fig, path)
+
+
+def plot_pearson_per_protein(r: pd.Series, path: str | Path, cells: str = "test cells",
+                             model_name: str = "CrossmodalNet", max_bars: int = 60) -> Path:
+    """Per-protein Pearson r (across cells) for every protein: a sorted bar chart, or a histogram with the
+    best and worst five named when there are more than ``max_bars`` proteins."""
+    r = pd.Series(r, dtype=float).dropna().sort_values(ascending=False)
+    if r.empty:
+        raise DataError("no per-protein Pearson values to plot (constant proteins only?)")
+    title = (f"{model_name}: per-protein Pearson r on {cells}\n{len(r)} proteins, median {r.median():.3f}")
+    if len(r) <= max_bars:
+        fig, (ax,) = _figure(1, width=max(5.0, 0.18 * len(r) + 1.5), height=4.2)
+        x = np.arange(len(r))
+        ax.bar(x, r.to_numpy(), color=np.where(r.to_numpy() >= 0, "#3b6ea5", "#c0392b"))
+        ax.set_xticks(x, r.index, rotation=90, fontsize=7 if len(r) > 25 else 8)
+        ax.set_xlim(-0.7, len(r) - 0.3)
+        ax.set_ylabel("Pearson r (across cells)")
+    else:
+        fig, (ax,) = _figure(1, width=6.4, height=4.2)
+        ax.hist(r.to_numpy(), bins=30, color="#3b6ea5")
+        ax.set_xlabel("Pearson r (across cells)")
+        ax.set_ylabel("proteins")
+        lines = [f"best: {', '.join(f'{p} {v:.2f}' for p, v in r.head(5).items())}",
+                 f"worst: {', '.join(f'{p} {v:.2f}' for p, v in r.tail(5).items())}"]
+        ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, ha="left", va="top", fontsize=7)
+    ax.axhline(0, color="black", lw=0.6) if len(r) <= max_bars else ax.axvline(0, color="black", lw=0.6)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def plot_accuracy_by_time(per_cell: pd.DataFrame, path: str | Path, time_label: str = "time",
+                          reference: pd.Series | None = None, cells: str = "test cells",
+                          model_name: str = "CrossmodalNet") -> Path:
+    """Per-cell Pearson r (proteins of one cell vs measured) per time point as box plots, with the train-mean
+    predictor's median per time as a reference marker. ``per_cell``: columns ``time`` and ``pearson_cell``."""
+    order, codes = _categories(per_cell["time"].to_numpy())
+    data = [per_cell["pearson_cell"].to_numpy(float)[codes == i] for i in range(len(order))]
+    data = [d[np.isfinite(d)] for d in data]
+    fig, (ax,) = _figure(1, width=max(4.2, 1.0 * len(order) + 2.0), height=4.0)
+    ax.boxplot(data, showfliers=False, widths=0.6, medianprops={"color": "black"})
+    ax.set_xticks(np.arange(1, len(order) + 1), [f"{t}\n(n={len(d)})" for t, d in zip(order, data)], fontsize=8)
+    if reference is not None:
+        ref = [float(reference.get(t, np.nan)) for t in order]
+        ax.scatter(np.arange(1, len(order) + 1), ref, marker="_", s=400, color="#c0392b",
+                   label="train-mean predictor (median)", zorder=3)
+        ax.legend(frameon=False, fontsize=7, loc="best")
+    ax.set_xlabel(time_label)
+    ax.set_ylabel("per-cell Pearson r")
+    ax.set_title(f"{model_name}: accuracy by {time_label} on {cells}", fontsize=9)
     return _save(fig, path)
 
 
@@ -90,7 +212,9 @@ def plot_saliency_top(result, protein: str, path: str | Path, k: int = 10, by: s
     ax.barh(y, top["mean_gradient"], xerr=top["ci95"], color=colors, capsize=3)
     ax.set_yticks(y, top["gene"])
     ax.axvline(0, color="black", lw=0.6)
-    ax.set_xlabel(f"saliency (mean d {protein} / d gene per cell)")
+    method = result.meta.get("method", "gradient")
+    ax.set_xlabel(f"saliency (mean d {protein} / d gene per cell)" if method == "gradient" else
+                  f"saliency (mean {method} attribution per cell)")
     ax.set_title(f"Top {len(top)} genes by saliency for {protein}", fontsize=10)
     return _save(fig, path)
 
@@ -118,8 +242,9 @@ def plot_expression_vs_saliency(result, mean_expression: pd.Series, protein: str
     return _save(fig, path)
 
 
-def plot_gsea_running_score(gsea, term: str, path: str | Path) -> Path:
-    """Figure S4: the running enrichment score of one gene set along the ranking, with its hits marked."""
+def plot_gsea_running_score(gsea, term: str, path: str | Path, protein: str | None = None) -> Path:
+    """Figure S4: the running enrichment score of one gene set along the ranking (of ``protein``'s saliency,
+    named in the title), with its hits marked."""
     if term not in gsea.running:
         raise DataError(f"gene set {term!r} not in the GSEA result; tested sets e.g. {list(gsea.running)[:5]}")
     res, hits = gsea.running[term]
@@ -130,16 +255,19 @@ def plot_gsea_running_score(gsea, term: str, path: str | Path) -> Path:
     top.plot(np.arange(len(res)), res, color="#27ae60", lw=1.5)
     top.axhline(0, color="black", lw=0.6)
     top.set_ylabel("running enrichment score")
-    top.set_title(f"{term[:60]}\nNES = {row['nes']:.2f}, p = {row['pval']:.3g}, FDR = {row['fdr']:.3g}",
-                  fontsize=9)
+    ranking = f"GSEA of the {protein} saliency ranking\n" if protein else ""
+    top.set_title(f"{ranking}{term[:60]}\nNES = {row['nes']:.2f}, p = {row['pval']:.3g}, "
+                  f"FDR = {row['fdr']:.3g}", fontsize=9)
     bottom.vlines(hits, 0, 1, color="black", lw=0.8)
     bottom.set_yticks([])
-    bottom.set_xlabel("gene rank (saliency)")
+    bottom.set_xlabel(f"gene rank ({protein} saliency)" if protein else "gene rank (saliency)")
     return _save(fig, path)
 
 
-def plot_training_curves(metrics_csv: str | Path, path: str | Path) -> Path:
-    """Training curves from a Lightning CSV log: losses (left) and validation Pearson per epoch (right)."""
+def plot_training_curves(metrics_csv: str | Path, path: str | Path, reference: float | None = None) -> Path:
+    """Training curves from a Lightning CSV log, per epoch: losses; validation Pearson with the train-mean
+    predictor's validation per-cell Pearson (``reference``) as a dashed line; the task weights (GradNorm's
+    ``train/w_*``) and the discriminator's loss (``train/dis_*``), each panel only when logged."""
     metrics_csv = Path(metrics_csv)
     if not metrics_csv.is_file():
         raise DataError(f"training log not found: {metrics_csv}")
@@ -147,16 +275,41 @@ def plot_training_curves(metrics_csv: str | Path, path: str | Path) -> Path:
     if "epoch" not in log.columns:
         raise DataError(f"{metrics_csv} has no 'epoch' column (not a Lightning CSV log?)")
     per_epoch = log.groupby("epoch").mean(numeric_only=True)
-    fig, axes = _figure(2)
-    losses = [c for c in ("train/loss", "train/nlc", "train/fader") if c in per_epoch]
-    scores = [c for c in ("val/pearson_cell", "val/pearson_protein") if c in per_epoch]
-    for ax, cols, ylabel in ((axes[0], losses, "training loss"), (axes[1], scores, "validation Pearson")):
+
+    def logged(cols):
+        return [c for c in cols if c in per_epoch and per_epoch[c].notna().any()]
+
+    losses = logged(["train/loss", "train/nlc", "train/recon", "train/fader", "train/adv"])
+    scores = logged(["val/pearson_cell", "val/pearson_protein"])
+    weights = logged(sorted(c for c in per_epoch.columns if c.startswith("train/w_")))
+    dis = logged(sorted(c for c in per_epoch.columns if c.startswith("train/dis_") and "penalty" not in c))
+    panels = [(losses, "training loss", "Losses"), (scores, "validation Pearson r", "Validation accuracy")]
+    if weights:
+        panels.append((weights, "task weight", "Task weights (GradNorm)"))
+    if dis:
+        panels.append((dis, "discriminator loss", "Discriminator (adversary)"))
+    ncols = 2
+    nrows = (len(panels) + 1) // 2
+    fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (cols, ylabel, title) in zip(axes, panels):
         for c in cols:
-            s = per_epoch[c].dropna()
-            ax.plot(s.index, s.to_numpy(), marker="o", ms=3, label=c)
+            series = per_epoch[c].dropna()
+            ax.plot(series.index, series.to_numpy(), marker="o", ms=3, label=c)
+        if title == "Validation accuracy" and reference is not None and np.isfinite(reference):
+            ax.axhline(reference, color="#c0392b", ls="--", lw=1,
+                       label=f"train-mean predictor, per-cell r ({reference:.3f})")
+        values = per_epoch[cols].to_numpy(float) if cols else np.empty(0)
+        values = values[np.isfinite(values)]
+        if title == "Losses" and len(values) and values.min() > 0 and values.max() > 20 * values.min():
+            ax.set_yscale("log")  # the first epochs' losses would flatten the rest
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
-        if cols:
-            ax.legend(frameon=False, fontsize=8)
-    axes[0].set_title("Training curves", fontsize=10)
+        ax.set_title(title, fontsize=10)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(frameon=False, fontsize=7)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     return _save(fig, path)

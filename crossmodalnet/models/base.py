@@ -22,6 +22,8 @@ class ProteinRegressor(L.LightningModule):
         self.gene_names: list[str] | None = None
         self.protein_names: list[str] | None = None
         self.preprocessing: dict | None = None  # how training genes were normalised (set by train.build_model)
+        self.projection = None  # GeneProjection when trained on SVD components (data.preprocess.svd_components)
+        self.conformal: dict | None = None  # prediction-interval calibration (crossmodalnet.uncertainty), if any
         self._eval_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # -- evaluation ------------------------------------------------------------------------------------------------
@@ -53,17 +55,30 @@ class ProteinRegressor(L.LightningModule):
 
     # -- checkpoint metadata -----------------------------------------------------------------------------------------
     def checkpoint_metadata(self) -> dict:
+        projection = getattr(self, "projection", None)
         return {"gene_names": self.gene_names, "protein_names": self.protein_names,
-                "preprocessing": self.preprocessing}
+                "preprocessing": self.preprocessing,
+                "projection": None if projection is None else projection.to_dict()}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = self.checkpoint_metadata()
+        if self.conformal is not None:  # fitted after training; kept when the model is saved again
+            from crossmodalnet.uncertainty import CHECKPOINT_KEY as CONFORMAL_KEY
+
+            conformal = self.conformal
+            checkpoint[CONFORMAL_KEY] = conformal if isinstance(conformal, dict) else conformal.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         meta = checkpoint.get(CHECKPOINT_KEY, {})
         self.gene_names = meta.get("gene_names")
         self.protein_names = meta.get("protein_names")
         self.preprocessing = meta.get("preprocessing")
+        from crossmodalnet.data.projection import GeneProjection
+
+        self.projection = GeneProjection.from_dict(meta.get("projection"))
+        from crossmodalnet.uncertainty import CHECKPOINT_KEY as CONFORMAL_KEY
+
+        self.conformal = checkpoint.get(CONFORMAL_KEY)
 
 
 def adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:

@@ -3,6 +3,13 @@
 Every ``learning_step``-th training step updates the discriminator on CE(t | z.detach()) + gradient penalty;
 the other steps update MLP1, the time embedding and MLP2 on w1 * NLC + w2 * Fader, and GradNorm updates w.
 
+The Fader loss is ``reconstruction + dis_lambda * adversarial`` (docs/formulation.md compares the choices).
+Default: the paper's per-cell squared-norm reconstruction and a *confusion* adversarial term
+(KL(uniform || P(t|z)) >= 0), both inside GradNorm's second task, so both task losses are positive, GradNorm's loss
+ratios are always defined and the generator's optimum is a latent from which the discriminator cannot read the time.
+``adversarial_loss="flip"`` is the paper's ``+lambda log P(t|z)``; ``adversary_in_gradnorm=False`` is the authors'
+arrangement (GradNorm over NLC and reconstruction, the adversarial term added at the fixed weight ``dis_lambda``).
+
 The generator step gets both tasks' gradients from two cheap backward passes that stop at the first layer's
 output h (``delta_i = dL_i/dh``). The first layer's gradient is then ``(w1 delta_1 + w2 delta_2)^T X`` (one
 matmul) and GradNorm's norms ``||dL_i/dW|| = ||delta_i^T X||`` come from the Gram matrices ``X X^T`` and
@@ -18,7 +25,9 @@ import torch
 from torch import nn
 
 from crossmodalnet.data.timepoints import TimeAxis
-from crossmodalnet.losses import discriminator_loss, fader_loss, gradient_penalty, nlc_loss
+from crossmodalnet.losses import (ADVERSARIAL_LOSSES, RECONSTRUCTIONS, adversarial_loss, discriminator_loss,
+                                  gradient_penalty, nlc_loss, reconstruction_loss)
+from crossmodalnet.distributed import all_reduce_mean, loss_scale, sync_gradients, world_size
 from crossmodalnet.models.base import ProteinRegressor, adam
 from crossmodalnet.models.gradnorm import GradNorm
 from crossmodalnet.models.network import CrossmodalNetwork, first_layer
@@ -63,6 +72,9 @@ class CrossmodalNet(ProteinRegressor):
         adversary: bool = True,
         gradnorm_mode: str = "fast",
         time_init_std: float = 0.0,
+        reconstruction: str = "sq_norm",
+        adversarial_loss: str = "confusion",
+        adversary_in_gradnorm: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -76,9 +88,11 @@ class CrossmodalNet(ProteinRegressor):
                              f"got {learning_step}")
         if gradnorm_mode not in ("fast", "autograd"):
             raise ValueError(f"gradnorm_mode must be 'fast' or 'autograd', got {gradnorm_mode!r}")
+        if reconstruction not in RECONSTRUCTIONS:
+            raise ValueError(f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}")
+        if adversarial_loss not in ADVERSARIAL_LOSSES:
+            raise ValueError(f"adversarial_loss must be one of {ADVERSARIAL_LOSSES}, got {adversarial_loss!r}")
         self.use_adversary = bool(adversary) and self.time_axis.n_times > 1
-        if adversary and not self.use_adversary:
-            log.warning("only one time point: the discriminator (adversary) is skipped")
         self.train_steps = 0
         self.n_discriminator_steps = 0
         self.n_generator_steps = 0
@@ -96,6 +110,10 @@ class CrossmodalNet(ProteinRegressor):
         return [gen, dis, weights]
 
     # -- training --------------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.hparams.adversary and not self.use_adversary:  # once per run, not on every checkpoint load
+            log.warning("only one time point: the discriminator (adversary) is skipped")
+
     def is_discriminator_step(self, step: int) -> bool:
         """Algorithm 1: step t (counted from 1) trains the discriminator when t mod learning_step == 0."""
         return self.use_adversary and step % self.hparams.learning_step == 0
@@ -118,22 +136,36 @@ class CrossmodalNet(ProteinRegressor):
         ce = discriminator_loss(logits, batch["time_index"])
         penalty = gradient_penalty(logits, z)
         loss = ce + self.hparams.dis_gradient_penalty * penalty
+        scale = loss_scale(self, batch["y"].shape[0])  # data-parallel: this rank's share of the global batch
+        if scale != 1.0:
+            loss, ce, penalty = loss * scale, ce * scale, penalty * scale
         opt.zero_grad(set_to_none=True)
         loss.backward()  # plain 32-bit backward, like the generator step (which sets .grad itself)
+        sync_gradients(self, self.network.discriminator.parameters())  # mean over ranks; nothing on one process
         opt.step()
+        ce, penalty = all_reduce_mean(self, [ce.detach(), penalty.detach()])
         self.log_dict({"train/dis_ce": ce.detach(), "train/dis_penalty": penalty.detach()},
                       on_step=False, on_epoch=True, batch_size=batch["y"].shape[0])
 
-    def task_losses(self, h: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                        torch.Tensor]:
-        """NLC and Fader losses from the first layer's output h; also returns the predictions."""
-        net = self.network
+    def task_losses(self, h: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """From the first layer's output h: GradNorm's two task losses (NLC and the second task: Fader, or the
+        reconstruction alone when the adversary sits outside GradNorm), the fixed-weight adversarial term where
+        it sits outside (``extra``), the reconstruction and adversarial values for logging, and the predictions."""
+        net, hp = self.network, self.hparams
         z = net.encoder_rest(h)
         pred = net.decode(z, batch["time_weights"])
-        nlc = nlc_loss(pred, batch["y"], eps=self.hparams.nlc_eps, reduction=self.hparams.nlc_reduction)
-        logits = net.discriminator(z) if self.use_adversary else None
-        fader = fader_loss(pred, batch["y"], logits, batch["time_index"], self.hparams.dis_lambda)
-        return nlc, fader, pred
+        nlc = nlc_loss(pred, batch["y"], eps=hp.nlc_eps, reduction=hp.nlc_reduction)
+        recon = reconstruction_loss(pred, batch["y"], hp.reconstruction)
+        adv = None
+        if self.use_adversary and hp.dis_lambda != 0.0:
+            adv = adversarial_loss(net.discriminator(z), batch["time_index"], hp.adversarial_loss)
+        second, extra = recon, None
+        if adv is not None:
+            if hp.adversary_in_gradnorm:
+                second = recon + hp.dis_lambda * adv
+            else:
+                extra = hp.dis_lambda * adv
+        return {"nlc": nlc, "second": second, "extra": extra, "recon": recon, "adv": adv, "pred": pred}
 
     def task_gradients(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Per-task gradients of every generator parameter and the norms ||dL_i/dW|| at MLP1's first layer."""
@@ -143,62 +175,112 @@ class CrossmodalNet(ProteinRegressor):
         with torch.no_grad():
             h0 = first_layer(x, net.input_layer)
         h = h0.requires_grad_(True)
-        nlc, fader, pred = self.task_losses(h, batch)
+        terms = self._scaled(self.task_losses(h, batch), batch)
         upper = [*net.encoder_rest.parameters(), net.time_embedding, *net.decoder.parameters()]
-        grads_nlc = torch.autograd.grad(nlc, [h, *upper], retain_graph=True, allow_unused=True)
-        grads_fader = torch.autograd.grad(fader, [h, *upper], allow_unused=True)
-        d_nlc, d_fader = grads_nlc[0], grads_fader[0]
+        losses = [terms["nlc"], terms["second"]] + ([terms["extra"]] if terms["extra"] is not None else [])
+        grads = [torch.autograd.grad(loss, [h, *upper], retain_graph=i < len(losses) - 1, allow_unused=True)
+                 for i, loss in enumerate(losses)]
+        d_nlc, d_second = grads[0][0], grads[1][0]
         if x.shape[0] <= d_nlc.shape[1]:            # Gram trick: b x b products instead of d x g
             gram = _gram(x)
-            norms = torch.stack([((d @ d.t()) * gram).sum().clamp_min(0).sqrt() for d in (d_nlc, d_fader)])
+            norms = torch.stack([((d @ d.t()) * gram).sum().clamp_min(0).sqrt() for d in (d_nlc, d_second)])
             first = None
         else:
-            first = [_dense_t_matmul(d, x) for d in (d_nlc, d_fader)]
+            first = [_dense_t_matmul(d, x) for d in (d_nlc, d_second)]
             norms = torch.stack([f.norm() for f in first])
-        return {"losses": (nlc, fader), "pred": pred, "norms": norms, "x": x, "deltas": (d_nlc, d_fader),
-                "first": first, "upper": upper, "upper_grads": (grads_nlc[1:], grads_fader[1:])}
+        return {"terms": terms, "norms": norms, "x": x, "deltas": [g[0] for g in grads], "first": first,
+                "upper": upper, "upper_grads": [g[1:] for g in grads]}
 
     def _task_gradients_autograd(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         net = self.network
         h = first_layer(batch["x"], net.input_layer)
-        nlc, fader, pred = self.task_losses(h, batch)
+        terms = self._scaled(self.task_losses(h, batch), batch)
         params = net.generator_parameters()
-        grads_nlc = torch.autograd.grad(nlc, params, retain_graph=True, allow_unused=True)
-        grads_fader = torch.autograd.grad(fader, params, allow_unused=True)
-        norms = torch.stack([grads_nlc[0].norm(), grads_fader[0].norm()])
-        return {"losses": (nlc, fader), "pred": pred, "norms": norms, "params": params,
-                "grads": (grads_nlc, grads_fader)}
+        losses = [terms["nlc"], terms["second"]] + ([terms["extra"]] if terms["extra"] is not None else [])
+        grads = [torch.autograd.grad(loss, params, retain_graph=i < len(losses) - 1, allow_unused=True)
+                 for i, loss in enumerate(losses)]
+        norms = torch.stack([grads[0][0].norm(), grads[1][0].norm()])
+        return {"terms": terms, "norms": norms, "params": params, "grads": grads}
+
+    # -- data parallelism (crossmodalnet.distributed; nothing happens on one process) ------------------------------
+    def _scaled(self, terms: dict[str, Any], batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Loss terms times this rank's share of the global batch (``world * n_rank / n_global``), so that the mean
+        over ranks of losses and gradients is the one-process value on the global batch."""
+        scale = loss_scale(self, batch["y"].shape[0])
+        if scale == 1.0:
+            return terms
+        return {k: (v * scale if isinstance(v, torch.Tensor) and k != "pred" else v) for k, v in terms.items()}
+
+    def _reduce_task_gradients(self, tg: dict[str, Any]) -> dict[str, Any]:
+        """Data-parallel: every per-task gradient and loss averaged over ranks (one collective) *before* GradNorm
+        takes norms. The fast path's Gram trick cannot combine ranks, so it gets each task's explicit first-layer
+        gradient (delta_i^T X) and bias gradient here."""
+        terms = dict(tg["terms"])
+        names = [k for k in ("nlc", "second", "extra", "recon", "adv") if terms.get(k) is not None]
+
+        def dense(task_grads, params):
+            return [torch.zeros_like(p) if g is None else g for g, p in zip(task_grads, params)]
+
+        if "params" in tg:
+            tasks = [dense(g, tg["params"]) for g in tg["grads"]]
+            flat = [g for task in tasks for g in task]
+        else:
+            tasks = [dense(g, tg["upper"]) for g in tg["upper_grads"]]
+            flat = ([_dense_t_matmul(d, tg["x"]) for d in tg["deltas"]] + [d.sum(0) for d in tg["deltas"]]
+                    + [g for task in tasks for g in task])
+        reduced = all_reduce_mean(self, flat + [terms[k].detach() for k in names])
+        terms.update(zip(names, reduced[len(flat):]))
+        n, k = len(tasks), len(tasks[0])
+        out = {**tg, "terms": terms}
+        if "params" in tg:
+            out["grads"] = [reduced[i * k:(i + 1) * k] for i in range(n)]
+            out["norms"] = torch.stack([out["grads"][0][0].norm(), out["grads"][1][0].norm()])
+        else:
+            out["first"], out["bias"] = reduced[:n], reduced[n:2 * n]
+            out["upper_grads"] = [reduced[2 * n + i * k:2 * n + (i + 1) * k] for i in range(n)]
+            out["norms"] = torch.stack([out["first"][0].norm(), out["first"][1].norm()])
+        return out
 
     def generator_step(self, batch: dict[str, torch.Tensor], gen_opt, weight_opt) -> None:
         tg = self.task_gradients(batch)
-        nlc, fader = tg["losses"]
+        if world_size(self) > 1:
+            tg = self._reduce_task_gradients(tg)
+        terms = tg["terms"]
+        nlc, second = terms["nlc"], terms["second"]
         w1, w2 = self.gradnorm.weights.detach()
+        coefs = [w1, w2, torch.ones_like(w1)]   # the fixed-weight adversarial term (if any) has weight 1
         # GradNorm: closed-form gradient of L_G w.r.t. (w1, w2), from the pre-update network
-        gn = self.gradnorm.weight_gradient(torch.stack([nlc.detach(), fader.detach()]), tg["norms"])
-        # network gradients of the weighted loss w1 * NLC + w2 * Fader alone
+        gn = self.gradnorm.weight_gradient(torch.stack([nlc.detach(), second.detach()]), tg["norms"])
+        # network gradients of the weighted loss w1 * NLC + w2 * second (+ extra) alone
         gen_opt.zero_grad(set_to_none=True)
         if "params" in tg:
-            for p, g1, g2 in zip(tg["params"], *tg["grads"]):
-                p.grad = _combine(w1, g1, w2, g2, p)
+            for i, p in enumerate(tg["params"]):
+                p.grad = _combine(coefs, [g[i] for g in tg["grads"]], p)
         else:
             layer = self.network.input_layer
-            d_nlc, d_fader = tg["deltas"]
-            if tg["first"] is not None:
+            delta = sum(c * d for c, d in zip(coefs, tg["deltas"]))
+            if "bias" in tg:  # data-parallel: explicit per-task gradients, already averaged over ranks
+                layer.weight.grad = _combine(coefs, tg["first"], layer.weight)
+                delta = None
+            elif tg["first"] is not None and len(tg["deltas"]) == 2:
                 layer.weight.grad = w1 * tg["first"][0] + w2 * tg["first"][1]
             else:
-                layer.weight.grad = _dense_t_matmul(w1 * d_nlc + w2 * d_fader, tg["x"])
-            layer.bias.grad = (w1 * d_nlc + w2 * d_fader).sum(0)
-            for p, g1, g2 in zip(tg["upper"], *tg["upper_grads"]):
-                p.grad = _combine(w1, g1, w2, g2, p)
+                layer.weight.grad = _dense_t_matmul(delta, tg["x"])
+            layer.bias.grad = delta.sum(0) if delta is not None else _combine(coefs, tg["bias"], layer.bias)
+            for i, p in enumerate(tg["upper"]):
+                p.grad = _combine(coefs, [g[i] for g in tg["upper_grads"]], p)
         weight_opt.zero_grad(set_to_none=True)
         self.gradnorm.weights.grad = gn["grad"]
         weight_opt.step()
         gen_opt.step()
         self.gradnorm.renormalise()
-        total = w1 * nlc.detach() + w2 * fader.detach()
-        self.log_dict({"train/loss": total, "train/nlc": nlc.detach(), "train/fader": fader.detach(),
-                       "train/gradnorm_loss": gn["loss"]}, on_step=False, on_epoch=True, prog_bar=False,
-                      batch_size=batch["y"].shape[0])
+        extra = terms["extra"].detach() if terms["extra"] is not None else 0.0
+        logged = {"train/loss": w1 * nlc.detach() + w2 * second.detach() + extra, "train/nlc": nlc.detach(),
+                  "train/fader": second.detach(), "train/recon": terms["recon"].detach(),
+                  "train/gradnorm_loss": gn["loss"], "train/gradnorm_skipped": gn["skipped"]}
+        if terms["adv"] is not None:
+            logged["train/adv"] = terms["adv"].detach()
+        self.log_dict(logged, on_step=False, on_epoch=True, prog_bar=False, batch_size=batch["y"].shape[0])
 
     def on_train_epoch_end(self) -> None:
         w = self.gradnorm.weights.detach()
@@ -208,9 +290,25 @@ class CrossmodalNet(ProteinRegressor):
     def checkpoint_metadata(self) -> dict:
         return {**super().checkpoint_metadata(), "time_axis": self.time_axis.to_dict()}
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # Algorithm 1's step counter decides which steps train the discriminator: a resumed run must continue it
+        checkpoint["crossmodalnet_steps"] = {"train_steps": self.train_steps,
+                                             "discriminator": self.n_discriminator_steps,
+                                             "generator": self.n_generator_steps}
 
-def _combine(w1: torch.Tensor, g1: torch.Tensor | None, w2: torch.Tensor, g2: torch.Tensor | None,
-             p: nn.Parameter) -> torch.Tensor:
-    g1 = torch.zeros_like(p) if g1 is None else g1
-    g2 = torch.zeros_like(p) if g2 is None else g2
-    return (w1 * g1 + w2 * g2).contiguous()  # fused Adam needs a gradient laid out like its parameter
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        steps = checkpoint.get("crossmodalnet_steps", {})
+        self.train_steps = int(steps.get("train_steps", 0))
+        self.n_discriminator_steps = int(steps.get("discriminator", 0))
+        self.n_generator_steps = int(steps.get("generator", 0))
+
+
+def _combine(coefs: list[torch.Tensor], grads: list[torch.Tensor | None], p: nn.Parameter) -> torch.Tensor:
+    """sum_i coef_i * grad_i for one parameter (a task that does not reach it contributes zero)."""
+    total = torch.zeros_like(p)
+    for c, g in zip(coefs, grads):
+        if g is not None:
+            total = total + c * g
+    return total.contiguous()  # fused Adam needs a gradient laid out like its parameter

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from crossmodalnet.baselines.base import warn_ignored
+from crossmodalnet.guards import check_finite, position
 from crossmodalnet.losses import nlc_loss
+from crossmodalnet.distributed import loss_scale
 from crossmodalnet.models.base import ProteinRegressor, adam
 from crossmodalnet.models.network import CrossmodalNetwork
 
@@ -46,6 +48,7 @@ class MLP(ProteinRegressor):
                                          dropout=dropout, batch_norm=batch_norm, dis_hidden=1)
         self.network.time_embedding = None   # no time embedding ...
         self.network.discriminator = None    # ... and no adversary
+        self.optimizer_terms = (loss.upper(),)  # what guards.FiniteGuard names a non-finite gradient after
 
     def forward(self, x: torch.Tensor, time_weights: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted proteins; ``time_weights`` is accepted (same call as CrossmodalNet) and ignored."""
@@ -61,7 +64,10 @@ class MLP(ProteinRegressor):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["x"]), batch["y"])
+        check_finite({self.hparams.loss.upper(): loss}, *position(self))  # stop before a NaN reaches the weights
         self.log(f"train/{self.hparams.loss}", loss.detach(), on_step=False, on_epoch=True,
                  batch_size=batch["y"].shape[0])
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=batch["y"].shape[0])
-        return loss
+        # data-parallel: DDP averages the ranks' gradients; scaled by this rank's share of the global batch, that
+        # average is the gradient of the global batch's mean loss (1.0 on one process)
+        return loss * loss_scale(self, batch["y"].shape[0])

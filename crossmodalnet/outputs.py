@@ -1,0 +1,213 @@
+"""What predict hands back to a scanpy/muon user: predictions that keep the query's annotations, a score against
+measured proteins when the query has them, and the three ways of writing the result (a predictions .h5ad, the
+input with ``obsm["protein_predicted"]``, or a MuData with a ``prot_pred`` modality).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from crossmodalnet.data.query import Query
+from crossmodalnet.errors import DataError
+
+log = logging.getLogger("crossmodalnet")
+
+PREDICTED_KEY = "protein_predicted"   # obsm key of the predictions in the input object
+PREDICTED_MOD = "prot_pred"           # MuData modality of the predictions
+# uns entries indexed by genes: meaningless on a cells x proteins object
+GENE_INDEXED_UNS = ("hvg", "rank_genes_groups", "log1p", "highly_variable_genes")
+TRAINING_KEYS = ("rna", "target_sum", "protein", "time_key", "protein_key")
+
+
+def keep_annotations(pred: ad.AnnData, query: Query, model: Any = None) -> ad.AnnData:
+    """Copy the query's gene-free annotations into ``pred`` (in place): obsm (X_umap, X_pca, ...), obsp, uns
+    (without gene-indexed entries), and, for a MuData, its own obsm/uns; record the training normalisation in
+    ``uns["crossmodalnet"]["training"]``."""
+    cells = pred.obs_names
+    sources = [query.rna]
+    if query.is_mudata:
+        sources.append(query.container)
+    for src in sources:
+        rows = pd.Index(src.obs_names).get_indexer(cells)
+        if (rows < 0).any():
+            continue
+        identity = bool((rows == np.arange(len(rows))).all())
+        for key, value in src.obsm.items():
+            if key in pred.obsm:
+                continue
+            if isinstance(value, pd.DataFrame):
+                pred.obsm[key] = (value if identity else value.iloc[rows]).set_axis(cells).copy()
+            else:
+                arr = value.toarray() if hasattr(value, "toarray") else np.asarray(value)
+                pred.obsm[key] = arr if identity else arr[rows]
+        if identity:
+            for key, value in src.obsp.items():
+                if key not in pred.obsp:
+                    pred.obsp[key] = value
+        for key, value in src.uns.items():
+            if key not in pred.uns and key not in GENE_INDEXED_UNS:
+                pred.uns[key] = copy.deepcopy(value)
+    if model is not None:
+        pre = getattr(model, "preprocessing", None) or {}
+        info = dict(pred.uns.get("crossmodalnet", {}))
+        info["training"] = {k: pre[k] for k in TRAINING_KEYS if pre.get(k) is not None}
+        info["training"].setdefault("protein", "as_is")
+        pred.uns["crossmodalnet"] = info
+    return pred
+
+
+def score(pred: ad.AnnData, measured: pd.DataFrame, model: Any = None, source: str | None = None) -> dict | None:
+    """Score predictions against the query's measured proteins (the proteins both have; cells with all of them
+    measured): mean per-cell and per-protein Pearson, MSE, and each protein's Pearson and MSE.
+
+    Adds ``layers["measured"]`` (NaN where not measured), ``obs["measured_pearson"]``,
+    ``var["measured_pearson"]``/``var["measured_mse"]`` and ``uns["crossmodalnet"]["scores"]`` to ``pred``.
+    Returns the summary (None when no protein is shared).
+    """
+    from crossmodalnet.metrics import pearson_per_cell, pearson_per_protein
+
+    names = list(pred.var_names)
+    shared = [p for p in names if p in measured.columns]
+    if not shared:
+        log.info("the query's measured proteins share no name with the model's (e.g. %s vs %s): not scored",
+                 list(measured.columns[:3]), names[:3])
+        return None
+    values = measured[shared].to_numpy(dtype=np.float64)
+    note = _comparable_note(values, model)
+    pre = (getattr(model, "preprocessing", None) or {}) if model is not None else {}
+    if pre.get("protein") == "clr" and _looks_like_counts(values):  # the same per-cell CLR training used
+        from crossmodalnet.data.preprocess import clr
+
+        values = clr(pd.DataFrame(values, columns=shared)).to_numpy(dtype=np.float64)
+        note = "measured raw ADT counts were CLR-normalised per cell, as in training"
+    rows = np.isfinite(values).all(1)
+    if rows.sum() < 2:
+        log.info("fewer than 2 cells have every shared protein measured: not scored")
+        return None
+    cols = [names.index(p) for p in shared]
+    p_x = np.asarray(pred.X, dtype=np.float64)[rows][:, cols]
+    t_x = values[rows]
+    per_cell = pearson_per_cell(p_x, t_x)
+    per_protein = pearson_per_protein(p_x, t_x)
+    mse_protein = ((p_x - t_x) ** 2).mean(0)
+    full = np.full((pred.n_obs, pred.n_vars), np.nan, dtype=np.float32)
+    full[:, cols] = values
+    pred.layers["measured"] = full
+    pred.obs["measured_pearson"] = np.nan
+    pred.obs.loc[pred.obs_names[rows], "measured_pearson"] = per_cell
+    pred.var["measured_pearson"] = np.nan
+    pred.var["measured_mse"] = np.nan
+    pred.var.loc[shared, "measured_pearson"] = per_protein
+    pred.var.loc[shared, "measured_mse"] = mse_protein
+    summary = {
+        "n_cells": int(rows.sum()), "n_proteins": len(shared),
+        "pearson_cell": float(per_cell.mean()) if len(shared) > 1 else float("nan"),
+        "pearson_protein": float(per_protein.mean()), "mse": float(((p_x - t_x) ** 2).mean()),
+        "proteins_not_measured": [p for p in names if p not in shared],
+        "measured_from": source or "", "note": note,
+        "per_protein": {p: {"pearson": float(r), "mse": float(m)} for p, r, m in zip(shared, per_protein, mse_protein)},
+    }
+    info = dict(pred.uns.get("crossmodalnet", {}))
+    info["scores"] = {k: v for k, v in summary.items() if k != "per_protein"}  # per protein: in var
+    pred.uns["crossmodalnet"] = info
+    return summary
+
+
+def _looks_like_counts(values: np.ndarray) -> bool:
+    v = values[np.isfinite(values)][:200_000]
+    return v.size > 0 and bool((v >= 0).all() and (v == np.round(v)).all() and v.max() > 1)
+
+
+def _comparable_note(values: np.ndarray, model: Any) -> str:
+    pre = (getattr(model, "preprocessing", None) or {}) if model is not None else {}
+    protein = pre.get("protein", "as_is")
+    if protein in ("dsb", "dsb_no_empty") and _looks_like_counts(values):
+        log.warning("the measured proteins look like raw counts but the model predicts %s-normalised values; "
+                    "Pearson per protein is still comparable in rank, MSE is not", protein)
+        return f"measured values look like raw counts; the model predicts protein={protein} values"
+    return f"measured values compared as given; the model predicts protein={protein} values"
+
+
+def write_scores(summary: dict, output: Path) -> Path:
+    """The scores as JSON beside the output file: ``<output stem>_scores.json``."""
+    path = output.with_name(f"{output.stem}_scores.json")
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=float))
+    return path
+
+
+def predictions_frame(pred: ad.AnnData) -> pd.DataFrame:
+    """cells x proteins DataFrame of the predicted values."""
+    return pd.DataFrame(np.asarray(pred.X), index=pred.obs_names, columns=list(pred.var_names))
+
+
+def add_to_input(data: Any, pred: ad.AnnData, key: str = PREDICTED_KEY) -> Any:
+    """Put the predictions into the input object (in place) and return it: ``obsm[key]`` (a DataFrame) of an
+    AnnData, or the ``prot_pred`` modality of a MuData."""
+    from crossmodalnet.data.sources import is_mudata
+
+    if is_mudata(data):
+        data.mod[PREDICTED_MOD] = pred
+        data.update()
+        return data
+    if not isinstance(data, ad.AnnData):
+        raise DataError(f"cannot add predictions to a {type(data).__name__}; give an AnnData or MuData")
+    if data.isbacked:
+        raise DataError("cannot add predictions to a backed AnnData; load it into memory first")
+    frame = predictions_frame(pred)
+    if not frame.index.equals(data.obs_names):
+        frame = frame.reindex(data.obs_names)
+    data.obsm[key] = frame
+    return data
+
+
+def write_prediction(pred: ad.AnnData, query: Query, output: Path, into_input: bool = False) -> str:
+    """Write ``pred`` to ``output``: .h5mu -> a MuData with the query's RNA (or all its modalities) and
+    ``prot_pred``; .h5ad with ``into_input`` -> the query AnnData with ``obsm["protein_predicted"]``; .h5ad ->
+    the predictions alone. Returns a one-line description of what was written."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix == ".h5mu":
+        import mudata as md
+
+        if query.is_mudata:
+            mdata = query.container
+            mdata.mod[PREDICTED_MOD] = pred
+            mdata.update()
+        else:
+            mdata = md.MuData({"rna": _in_memory(query.rna), PREDICTED_MOD: pred})
+        mdata.write_h5mu(output)
+        return f"MuData with modalities {list(mdata.mod)} ({PREDICTED_MOD}: {pred.n_obs} cells x {pred.n_vars} proteins)"
+    if output.suffix != ".h5ad":
+        raise DataError(f"--output must end in .h5ad or .h5mu, got {output.name}")
+    if into_input:
+        if query.is_mudata:
+            raise DataError("--add-to-input with a .h5mu input: write a MuData (--output x.h5mu) instead")
+        adata = add_to_input(_in_memory(query.rna), pred)
+        adata.write_h5ad(output)
+        return f"the input ({adata.n_obs} cells x {adata.n_vars} genes) with obsm[{PREDICTED_KEY!r}]"
+    pred.write_h5ad(output)
+    return f"{pred.n_obs} cells x {pred.n_vars} proteins"
+
+
+def _in_memory(adata: ad.AnnData) -> ad.AnnData:
+    return adata.to_memory() if adata.isbacked else adata.copy()
+
+
+def predict_query(model, query: Query, *, score_measured: bool = True, **predict_kwargs) -> tuple[ad.AnnData, dict | None]:
+    """:func:`crossmodalnet.predict.predict` on a :class:`Query`, then its annotations kept and, when it carries
+    measured proteins, the predictions scored. Returns (predictions, score summary or None)."""
+    from crossmodalnet.predict import predict
+
+    predict_kwargs.setdefault("where", query.where)
+    pred = predict(model, query.rna, **predict_kwargs)
+    keep_annotations(pred, query, model)
+    summary = None
+    if score_measured and query.proteins is not None:
+        summary = score(pred, query.proteins, model, query.protein_source)
+    return pred, summary

@@ -1,0 +1,189 @@
+"""The SVD input (data.preprocess.svd_components): fitted on training cells only, CSR never densified, stored in
+the checkpoint and applied by prediction, saliency mapped back to genes exactly, usable by every model."""
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from conftest import REPO_ROOT
+from crossmodalnet.data.datamodule import CiteDataModule
+from crossmodalnet.data.projection import GeneProjection
+from crossmodalnet.data.simulate import random_csr, simulate_cite
+from crossmodalnet.data.validate import DataError
+from crossmodalnet.interpret.saliency import batch_gradients, saliency_from_batches
+from crossmodalnet.models.crossmodalnet import CrossmodalNet
+
+SVD = {"svd_components": 8}
+
+
+def _dm(adata, **pre) -> CiteDataModule:
+    dm = CiteDataModule(adata, preprocess={**SVD, **pre}, batch_size=64, seed=0)
+    dm.setup("fit")
+    return dm
+
+
+def test_projection_is_fitted_on_training_cells_only():
+    adata = simulate_cite(n_cells=300, n_genes=120, n_proteins=10, seed=1)
+    dm = _dm(adata)
+    other = adata.copy()
+    held_out = np.concatenate([dm.split.val, dm.split.test])
+    x = other.X.tolil()
+    x[held_out] = np.random.default_rng(0).gamma(2.0, 3.0, (len(held_out), other.n_vars)).astype(np.float32)
+    other.X = x.tocsr()
+    dm2 = _dm(other)
+    np.testing.assert_array_equal(dm2.split.train, dm.split.train)
+    p1, p2 = dm.preprocessor.projection_, dm2.preprocessor.projection_
+    np.testing.assert_array_equal(p1.components_, p2.components_)
+    np.testing.assert_array_equal(p1.offset_, p2.offset_)
+    # what the model reads: training scores standardised on train, the same map applied to every split
+    assert dm.n_inputs == 8 and dm.n_genes == 120 and dm.datasets["train"][[0, 1]]["x"].shape == (2, 8)
+    z = dm.model_input("train")
+    np.testing.assert_allclose(z.mean(0), 0, atol=2e-3)
+    np.testing.assert_allclose(z.std(0), 1, atol=2e-3)
+    np.testing.assert_allclose(dm.model_input("test"), p1.transform(dm.splits["test"].X.toarray()), rtol=1e-5,
+                               atol=1e-5)
+    changing_train = adata.copy()           # a control: changing training cells does change the projection
+    x = changing_train.X.tolil()
+    x[dm.split.train[:100]] = np.random.default_rng(1).gamma(2.0, 3.0, (100, adata.n_vars)).astype(np.float32)
+    changing_train.X = x.tocsr()
+    assert not np.allclose(_dm(changing_train).preprocessor.projection_.components_, p1.components_, atol=1e-3)
+
+
+def test_csr_is_never_densified():
+    """Densifying 300,000 x 400,000 float32 (480 GB) would fail: fit and transform must stay sparse."""
+    x = random_csr(300_000, 400_000, 2e-6, seed=3)
+    proj = GeneProjection(4, n_iter=2, max_cells=None).fit(x)
+    z = proj.transform(x[:1000])
+    assert proj.components_.shape == (4, 400_000) and z.shape == (1000, 4) and np.isfinite(z).all()
+    # and the projection of a CSR block equals that of the dense block (both branches of transform)
+    small = random_csr(50, 30, 0.3, seed=4)
+    p = GeneProjection(5, max_cells=None).fit(small)
+    np.testing.assert_allclose(p.transform(small), p.transform(small.toarray()), rtol=1e-5, atol=1e-5)
+    sparse_small = random_csr(50, 300, 0.01, seed=5)
+    np.testing.assert_allclose(GeneProjection(3).fit(sparse_small).transform(sparse_small),
+                               GeneProjection(3).fit(sparse_small).transform(sparse_small.toarray()), atol=1e-5)
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(DataError, match="svd_components"):
+        CiteDataModule(simulate_cite(n_cells=60, n_genes=40, n_proteins=4), preprocess={"svd_components": 0})
+    with pytest.raises(DataError, match="svd_components"):
+        CiteDataModule(simulate_cite(n_cells=60, n_genes=40, n_proteins=4), preprocess={"svd_components": "64"})
+    with pytest.raises(DataError, match="expects 30 genes"):
+        GeneProjection(3).fit(random_csr(20, 30, 0.3)).transform(np.zeros((2, 31), np.float32))
+
+
+def test_saliency_through_the_projection_equals_autograd_on_the_genes():
+    x = random_csr(40, 50, 0.3, seed=6)
+    proj = GeneProjection(6, max_cells=None).fit(x)
+    torch.manual_seed(0)
+    model = CrossmodalNet(n_genes=6, n_proteins=5, time_axis={"labels": [2, 3], "values": [2.0, 3.0]},
+                          latent_dim=16, dis_hidden=8, time_init_std=0.5).eval()
+    model.projection = proj
+    for m in model.network.modules():  # BatchNorm running statistics away from the identity
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.normal_(std=0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    components = torch.from_numpy(proj.components_.astype(np.float64))
+    offset = torch.from_numpy(proj.offset_.astype(np.float64))
+
+    class OnGenes(torch.nn.Module):  # written out here: the model fed genes through x @ V^T - offset
+        def __init__(self):
+            super().__init__()
+            self.net = copy.deepcopy(model.network).double()
+
+        def forward(self, genes, tw):
+            return self.net(genes @ components.t() - offset, tw)
+
+    xd = x.toarray()
+    tw = np.eye(2, dtype=np.float32)[np.arange(40) % 2]
+    reference = batch_gradients(OnGenes().eval(), torch.from_numpy(xd.astype(np.float64)),
+                                torch.from_numpy(tw.astype(np.float64)), list(range(5)))
+    acc = saliency_from_batches(model, [(xd[:25], tw[:25]), (xd[25:], tw[25:])], list(range(5)), 50)
+    np.testing.assert_allclose(acc.signed, reference.sum(1).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(acc.absolute, reference.abs().sum(1).numpy(), rtol=1e-4, atol=1e-5)
+    gamma_only = saliency_from_batches(model, [(xd, tw)], list(range(5)), 50, per_cell=False)
+    np.testing.assert_allclose(gamma_only.signed, reference.sum(1).numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def svd_run(tmp_path_factory):
+    """A tiny CrossmodalNet trained on 16 SVD components through train(cfg)."""
+    from hydra import compose, initialize_config_dir
+
+    from crossmodalnet.train import CONFIG_DIR, train
+
+    run_dir = tmp_path_factory.mktemp("svd_run")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            "experiment=demo_fast", "data.preprocess.svd_components=16", "torch_threads=1", "+plots=false",
+            f"paths.output_dir={run_dir}"])
+    metrics = train(cfg)
+    return run_dir, metrics, Path(metrics["best_checkpoint"])
+
+
+@pytest.mark.slow
+def test_checkpoint_keeps_genes_and_projection_and_predict_applies_it(svd_run):
+    from crossmodalnet.predict import load_model, predict
+
+    run_dir, metrics, ckpt = svd_run
+    meta = torch.load(ckpt, map_location="cpu", weights_only=True)["crossmodalnet"]
+    assert len(meta["gene_names"]) == 200 and meta["projection"]["components"].shape == (16, 200)
+    model = load_model(ckpt)
+    assert model.network.n_genes == 16 and model.projection.n_genes == 200
+    # the run's own test predictions (from the data module's projected inputs) ...
+    expected = ad.read_h5ad(run_dir / "predictions.h5ad")
+    cells = simulate_cite(n_cells=300, n_genes=200, n_proteins=12, seed=0)[expected.obs_names]
+    # ... are what crossmodalnet.predict gives on a file with its genes shuffled and an extra gene
+    order = np.random.default_rng(1).permutation(cells.n_vars)
+    shuffled = ad.AnnData(X=sp.hstack([cells.X[:, order], sp.csr_matrix(np.ones((cells.n_obs, 1)))]).tocsr(),
+                          obs=cells.obs.copy())
+    shuffled.var_names = [*cells.var_names[order], "not_a_model_gene"]
+    got = predict(model, shuffled, time_key="day")
+    np.testing.assert_allclose(got.X, expected.X, rtol=1e-4, atol=1e-4)
+    assert metrics["test/pearson_cell"] == pytest.approx(json.loads((run_dir / "metrics.json").read_text())[
+        "test/pearson_cell"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name,extra", [
+    ("mlp_mse", ["trainer.max_epochs=1", "model.latent_dim=16"]),
+    ("mlp_nlc", ["trainer.max_epochs=1", "model.latent_dim=16"]),
+    ("ridge", []),
+    ("linear", []),
+    ("lightgbm", ["model.n_iter=0", "model.base_params.n_estimators=5"]),
+])
+def test_every_model_trains_on_svd_components(tmp_path, model_name, extra):
+    from hydra import compose, initialize_config_dir
+
+    from crossmodalnet.train import CONFIG_DIR, train
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            "experiment=demo_fast", f"model={model_name}", "data.preprocess.svd_components=8", "torch_threads=1",
+            "+plots=false", f"paths.output_dir={tmp_path}", *extra])
+    metrics = train(cfg)
+    assert np.isfinite(metrics["test/pearson_cell"])
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_benchmark_quick_mode(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--time-to-accuracy",
+                           "--quick", "--authors-python", "none", "--threads", "1", "--out", str(tmp_path),
+                           "--variant", "svd=data.preprocess.svd_components=8"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "time_to_accuracy.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["ours (default)", "ours (svd)"]
+    assert all(r["wall_s"] > 0 and -1 <= r["test_pearson_cell"] <= 1 for r in rows)
+    assert (tmp_path / "time_to_accuracy.csv").exists() and "| quick |" in proc.stdout
+    assert (tmp_path / "time_to_accuracy.md").exists()
