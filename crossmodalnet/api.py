@@ -107,6 +107,7 @@ def fit(
         cfg.paths.output_dir = str(run_dir)
         cfg.data.time_key = time_key
         source = cfg.data.source
+        _drop_foreign_source_keys(source)
         source.protein_key = protein_key
         source.protein_names_key = protein_names_key
         source.protein_table = None if protein_table is None else str(protein_table)
@@ -289,6 +290,21 @@ def _config_path(cfg, name: str) -> str:
             return f"{prefix}.{name}" if prefix else name
     raise DataError(f"fit(): unknown setting {name!r}; not a key of the top level, data, model, data.preprocess, "
                     f"trainer or data.source config (use group__key=value, e.g. callbacks__early_stopping__patience=5)")
+
+
+def _drop_foreign_source_keys(source) -> None:
+    """An experiment written for another data set (e.g. demo_fast's simulator sizes) may set data.source keys
+    your data has no use for: they are dropped, with a note, instead of failing inside the loader."""
+    import inspect
+
+    from crossmodalnet.data.sources import from_anndata
+
+    allowed = set(inspect.signature(from_anndata).parameters) | {"_target_"}
+    foreign = [k for k in source if k not in allowed]
+    for key in foreign:
+        del source[key]
+    if foreign:
+        log.info("data.source settings of the experiment not used for your data: %s", ", ".join(foreign))
 
 
 def _load_model(run_dir: Path, metrics: dict):

@@ -15,8 +15,8 @@ the helpers here, through the strategy (``trainer.strategy.reduce``). On one pro
   statistics of the global batch, in plain differentiable PyTorch (``torch.distributed.nn.all_reduce``). Torch's
   own SyncBatchNorm runs only on GPUs and cannot be differentiated twice, which the discriminator's gradient
   penalty needs; this one runs on CPU (gloo) and GPU (NCCL) and supports both.
-* :class:`DistributedTraining` (added by ``train.build_trainer``): reseeds torch's RNG at every epoch from
-  (seed, epoch, rank), so dropout masks after a resume are those of an uninterrupted run, and, without
+* :class:`DistributedTraining` (added by ``train.build_trainer``): reseeds torch's RNG at every batch from
+  (seed, epoch, batch, rank), so dropout masks after a resume are those of an uninterrupted run, and, without
   synchronised BatchNorm, averages the BatchNorm running statistics across ranks before each validation so that
   every rank evaluates (and checkpoints) the same model.
 """
@@ -168,8 +168,11 @@ class DistributedTraining(L.Callback):
     def __init__(self, seed: int = 0) -> None:
         self.seed = int(seed)
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        torch.manual_seed((self.seed * 1_000_003 + trainer.current_epoch) * 1_009 + trainer.global_rank)
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        # per batch, not per epoch: Lightning draws from torch's RNG when it creates the epoch's data iterator,
+        # earlier on a resumed run than on an uninterrupted one
+        torch.manual_seed(((self.seed * 1_000_003 + trainer.current_epoch) * 100_003 + batch_idx) * 1_009
+                          + trainer.global_rank)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.world_size > 1 and not uses_global_batchnorm(pl_module):

@@ -189,9 +189,10 @@ def cell_type_column(obs, key: str | None = None) -> str | None:
 def write_run_figures(model, dm: CiteDataModule, run_dir: str | Path, predictions=None,
                       cell_type_key: str | None = None) -> list[Path]:
     """A run's figures in ``run_dir/plots``: training curves (with the train-mean reference, task weights and
-    discriminator when logged), the time embedding (PCA, only with three or more times: two points have one
-    direction), and on the test cells: measured vs predicted for the best-predicted protein (y = x, coloured
-    by time and by a cell-type column), per-protein Pearson for all proteins, and accuracy by time point."""
+    discriminator when logged), the time embedding (PCA, only with three or more learned times: two span one
+    direction, and an interpolated time lies on it), and on the test cells: measured vs predicted for the
+    best-predicted protein (y = x, coloured by time and by a cell-type column), per-protein Pearson for all
+    proteins, and accuracy by time point."""
     import pandas as pd
 
     from crossmodalnet.interpret import plots
@@ -200,7 +201,7 @@ def write_run_figures(model, dm: CiteDataModule, run_dir: str | Path, prediction
 
     out_dir = Path(run_dir) / "plots"
     written = []
-    name = type(model).__name__
+    name = str(getattr(model, "name", "") or type(model).__name__)  # a baseline's own name, e.g. "ridge"
     logs = sorted(Path(run_dir).glob("csv/**/metrics.csv"))
     if logs:
         reference = None
@@ -209,7 +210,7 @@ def write_run_figures(model, dm: CiteDataModule, run_dir: str | Path, prediction
         written.append(plots.plot_training_curves(logs[-1], out_dir / "training_curves.png", reference))
     if has_time_embedding(model):
         extra = [dm.holdout_time] if dm.holdout_time is not None and model.time_axis.values is not None else []
-        if model.time_axis.n_times + len(extra) >= 3:
+        if model.time_axis.n_times >= 3:  # two learned rows span one direction: PC2 would be 0%, by construction
             written.append(plots.plot_time_embedding(time_embedding_pca(model, extra),
                                                      out_dir / "time_embedding_pca.png"))
     if predictions is None or predictions.n_obs <= 2:

@@ -27,7 +27,7 @@ import torch
 from crossmodalnet.errors import DataError
 from crossmodalnet.rundir import FAILED_FILE
 
-HINT = ("check the input data (docs/checks.md) or lower the learning rate; nothing was saved as a finished run")
+HINT = "check the input data (docs/checks.md) or lower the learning rate; nothing was saved as a finished run"
 
 
 class NonFiniteError(DataError):
@@ -51,7 +51,9 @@ def check_finite(terms: Mapping[str, torch.Tensor], epoch: int, step: int) -> No
     finite. Terms are scalars (or small tensors); the check is one ``isfinite`` and one sync."""
     if not terms:
         return
-    flat = [t.detach().reshape(-1).float() for t in terms.values()]
+    tensors = [torch.as_tensor(t) for t in terms.values()]
+    device = tensors[0].device  # one device for the stacked check (a python float joins the first tensor's)
+    flat = [t.detach().reshape(-1).float().to(device) for t in tensors]
     if bool(torch.isfinite(torch.cat(flat)).all()):
         return
     for name, values in zip(terms, flat):

@@ -149,12 +149,14 @@ def predictions_frame(pred: ad.AnnData) -> pd.DataFrame:
 
 def add_to_input(data: Any, pred: ad.AnnData, key: str = PREDICTED_KEY) -> Any:
     """Put the predictions into the input object (in place) and return it: ``obsm[key]`` (a DataFrame) of an
-    AnnData, or the ``prot_pred`` modality of a MuData."""
-    from crossmodalnet.data.sources import is_mudata
+    AnnData, with what ``uns["crossmodalnet"]`` of the predictions records in ``uns[key]``, or the ``prot_pred``
+    modality of a MuData."""
+    from crossmodalnet.data.sources import is_mudata, quiet_mudata
 
     if is_mudata(data):
-        data.mod[PREDICTED_MOD] = pred
-        data.update()
+        with quiet_mudata():
+            data.mod[PREDICTED_MOD] = pred
+            data.update()
         return data
     if not isinstance(data, ad.AnnData):
         raise DataError(f"cannot add predictions to a {type(data).__name__}; give an AnnData or MuData")
@@ -164,6 +166,7 @@ def add_to_input(data: Any, pred: ad.AnnData, key: str = PREDICTED_KEY) -> Any:
     if not frame.index.equals(data.obs_names):
         frame = frame.reindex(data.obs_names)
     data.obsm[key] = frame
+    data.uns[key] = copy.deepcopy(dict(pred.uns.get("crossmodalnet", {})))  # model, times, training scale, scores
     return data
 
 
@@ -175,13 +178,16 @@ def write_prediction(pred: ad.AnnData, query: Query, output: Path, into_input: b
     if output.suffix == ".h5mu":
         import mudata as md
 
-        if query.is_mudata:
-            mdata = query.container
-            mdata.mod[PREDICTED_MOD] = pred
-            mdata.update()
-        else:
-            mdata = md.MuData({"rna": _in_memory(query.rna), PREDICTED_MOD: pred})
-        mdata.write_h5mu(output)
+        from crossmodalnet.data.sources import quiet_mudata
+
+        with quiet_mudata():
+            if query.is_mudata:
+                mdata = query.container
+                mdata.mod[PREDICTED_MOD] = pred
+                mdata.update()
+            else:
+                mdata = md.MuData({"rna": _in_memory(query.rna), PREDICTED_MOD: pred})
+            mdata.write_h5mu(output)
         return f"MuData with modalities {list(mdata.mod)} ({PREDICTED_MOD}: {pred.n_obs} cells x {pred.n_vars} proteins)"
     if output.suffix != ".h5ad":
         raise DataError(f"--output must end in .h5ad or .h5mu, got {output.name}")

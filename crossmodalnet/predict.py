@@ -346,9 +346,11 @@ def predict(model, adata: ad.AnnData, time: Any = None, time_key: str | None = N
             where: str = "input", interval: float | None = None) -> ad.AnnData:
     """Predicted proteins for the cells of ``adata`` (not modified).
 
-    ``model``: a trained CrossmodalNet or a checkpoint path. Returns AnnData with the input's cells and obs,
-    predicted proteins in ``X``, protein names in ``var_names``, the requested time in
-    ``obs["prediction_time"]`` and the weights over learned times actually used in ``obsm["time_weights"]``.
+    ``model``: a trained model (CrossmodalNet, MLP, or a loaded baseline) or its checkpoint/run dir. Returns
+    AnnData with the input's cells, obs, obsm (``X_umap``, ...), obsp and gene-free uns, predicted proteins in
+    ``X``, protein names in ``var_names``, the requested time in ``obs["prediction_time"]``, the weights over
+    learned times actually used in ``obsm["time_weights"]`` and the training normalisation in
+    ``uns["crossmodalnet"]["training"]``.
 
     ``interval=0.9``: 90% split-conformal prediction intervals (calibrated on the training run's validation
     cells, crossmodalnet/uncertainty.py) in ``layers["lower"]`` / ``layers["upper"]``.
@@ -362,6 +364,10 @@ def predict(model, adata: ad.AnnData, time: Any = None, time_key: str | None = N
         time_mode = "none"  # MLPs and fit/predict baselines: no time input
     if adata.n_obs == 0:
         raise DataError(f"{where} has no cells")
+    if not adata.obs_names.is_unique:  # one prediction per cell name, or the output's rows are ambiguous
+        dup = adata.obs_names[adata.obs_names.duplicated()][:3].tolist()
+        raise DataError(f"cell names (obs_names) are not unique in {where}, e.g. {dup}; make them unique "
+                        f"(adata.obs_names_make_unique())")
     source = gene_source(model, adata, layer=layer, normalize=normalize, min_shared=min_shared, where=where)
     labels, weights = resolve_time(model, adata.obs, time, time_key, time_mode, outside_range, where)
     from crossmodalnet.data.projection import model_input  # genes, or their SVD scores (svd_components)
@@ -388,6 +394,10 @@ def predict(model, adata: ad.AnnData, time: Any = None, time_key: str | None = N
         "normalization": source.method, "n_model_genes": source.alignment.n_model,
         "n_missing_genes": len(source.alignment.missing),
         "n_cells_outside_training_range": source.ranges.n_cells if source.ranges is not None else -1}
+    from crossmodalnet.data.query import Query
+    from crossmodalnet.outputs import keep_annotations
+
+    keep_annotations(out, Query(adata, None, adata, where), model)  # obsm (X_umap), obsp, uns; training scale
     if interval is not None:
         from crossmodalnet.uncertainty import add_intervals
 
@@ -571,7 +581,7 @@ def _write_figures(model, pred: ad.AnnData, measured, coding, outdir: Path, inp:
     if times is not None and len(pd.unique(times)) < 2:
         times = None
     ct = cell_type_column(obs)
-    name = type(model).__name__
+    name = str(getattr(model, "name", "") or type(model).__name__)  # a baseline's own name, e.g. "ridge"
     outdir.mkdir(parents=True, exist_ok=True)
     written = [plots.plot_measured_vs_predicted(
         y[:, j], yhat[:, j], protein, outdir / f"predicted_{re.sub(r'[^A-Za-z0-9_.-]+', '_', str(protein))}.png",

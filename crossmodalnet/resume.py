@@ -5,7 +5,7 @@ use, a multi-process run of a fit/predict baseline, an accelerator that this mac
 Resuming itself is Lightning's: ``trainer.fit(ckpt_path=...)`` restores the weights, GradNorm's weights and
 initial losses (parameters and buffers), every optimiser's state, CrossmodalNet's step counter (its
 ``on_save_checkpoint``), the epoch and the loops, and the state of early stopping and of the best-checkpoint
-callback. The data order of every epoch depends only on (seed, epoch) and torch's RNG is reseeded at each epoch
+callback. The data order of every epoch depends only on (seed, epoch) and torch's RNG is reseeded at each batch
 (:mod:`crossmodalnet.distributed`), so a resumed run continues exactly where the killed one stopped.
 """
 from __future__ import annotations
@@ -98,18 +98,6 @@ def check_resume_checkpoint(path: str | Path, model: torch.nn.Module, gene_names
                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "loops" not in ckpt:
         raise DataError(f"ckpt_path={path}: not a training checkpoint of train.py (no state_dict/loop state)")
-    saved = ckpt["state_dict"]
-    current = model.state_dict()
-    missing = sorted(set(current) - set(saved))
-    unexpected = sorted(set(saved) - set(current))
-    if missing or unexpected:
-        which = (f"it lacks {missing[:3]}" if missing else f"it has {unexpected[:3]}")
-        raise DataError(f"ckpt_path={path} holds another model than model={type(model).__name__} ({which}); "
-                        f"resume with the model config the run was started with")
-    for key, value in current.items():
-        if tuple(saved[key].shape) != tuple(value.shape):
-            raise DataError(f"ckpt_path={path}: parameter {key} has shape {tuple(saved[key].shape)} in the "
-                            f"checkpoint but {tuple(value.shape)} in this model; resume with the run's own config")
     meta = ckpt.get(CHECKPOINT_KEY) or {}
     for what, theirs, ours in (("genes", meta.get("gene_names"), gene_names),
                                ("proteins", meta.get("protein_names"), protein_names)):
@@ -126,6 +114,19 @@ def check_resume_checkpoint(path: str | Path, model: torch.nn.Module, gene_names
         first = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
         raise DataError(f"ckpt_path={path}: the {what} are in another order than in the checkpoint (position {first}: "
                         f"{theirs[first]!r} vs {ours[first]!r}); resume with the run's own data config")
+    saved = ckpt["state_dict"]
+    current = model.state_dict()
+    # parameters, not buffers: a buffer added in a later version gets its default on load (e.g. GradNorm's)
+    missing = sorted({name for name, _ in model.named_parameters()} - set(saved))
+    unexpected = sorted(set(saved) - set(current))
+    if missing or unexpected:
+        which = (f"it lacks {missing[:3]}" if missing else f"it has {unexpected[:3]}")
+        raise DataError(f"ckpt_path={path} holds another model than model={type(model).__name__} ({which}); "
+                        f"resume with the model config the run was started with")
+    for key, value in current.items():
+        if key in saved and tuple(saved[key].shape) != tuple(value.shape):
+            raise DataError(f"ckpt_path={path}: parameter {key} has shape {tuple(saved[key].shape)} in the "
+                            f"checkpoint but {tuple(value.shape)} in this model; resume with the run's own config")
     return ckpt
 
 

@@ -90,7 +90,7 @@ def build_model(cfg: DictConfig, dm: CiteDataModule) -> L.LightningModule:
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += [*(extra_callbacks or []), FiniteGuard(run_dir)]  # stop at the first NaN/inf loss or gradient
-    callbacks.append(DistributedTraining(cfg.seed))  # per-epoch RNG seed (exact resume), BatchNorm stats across ranks
+    callbacks.append(DistributedTraining(cfg.seed))  # per-batch RNG seed (exact resume), BatchNorm stats across ranks
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     check_strategy(cfg.trainer)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -165,6 +165,9 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     weight_summary = task_weight_summary(model)  # of the trained model, before the best checkpoint is reloaded
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+    if best and not Path(best).is_file():  # a resumed run whose earlier best checkpoint is gone (another node)
+        log.warning("best checkpoint %s is missing; testing the last epoch's model instead", best)
+        best = None
     if best:
         model = type(model).load_from_checkpoint(best, map_location="cpu")
     # every rank tests on the whole test split (its loader is not sharded), so all ranks agree ...
@@ -244,6 +247,10 @@ def _training_summary(trainer: L.Trainer) -> dict[str, float]:
     for cb in trainer.callbacks:
         if isinstance(cb, L.pytorch.callbacks.EarlyStopping) and cb.best_score is not None:
             out["val/best_pearson_cell"] = float(cb.best_score)
+    for cb in trainer.callbacks:  # the raw best (early stopping may watch a smoothed value, crossmodalnet.schedule)
+        if (isinstance(cb, L.pytorch.callbacks.ModelCheckpoint) and cb.monitor == "val/pearson_cell"
+                and cb.best_model_score is not None):
+            out["val/best_pearson_cell"] = float(cb.best_model_score)
     return out
 
 

@@ -243,7 +243,7 @@ def _trial(params: dict[str, Any], *, base: dict, space: dict[str, Hyperparamete
     from ray import tune
 
     from crossmodalnet.train import train
-    from crossmodalnet.tune_callback import TuneReportCallback
+    from crossmodalnet.tune_callback import CHECKPOINT_FILE, TuneReportCallback
 
     trial_id = tune.get_context().get_trial_id()
     # the run dir lies in the trial's directory of the experiment (plain or shared file system); with a URI
@@ -256,7 +256,15 @@ def _trial(params: dict[str, Any], *, base: dict, space: dict[str, Hyperparamete
         cfg.torch_threads = max(1, int(cpus))
     if not gpus:
         cfg.trainer.accelerator = "cpu"
-    if run_dir.exists():  # an earlier attempt of this very trial, cut off by an interruption
+    checkpoint = tune.get_checkpoint()  # the last epoch's checkpoint of an interrupted / paused attempt
+    if checkpoint is not None:
+        # continue from it (train's ckpt_path): weights, optimisers, GradNorm, step counter, early stopping; the
+        # run dir of the earlier attempt is kept (its best checkpoint may be the best of the whole trial)
+        restored = Path(checkpoint.to_directory(str(root / "restored_checkpoint"))) / CHECKPOINT_FILE
+        cfg.ckpt_path = str(restored)
+        log.info("trial %s resumes from its checkpoint of epoch %s", trial_id,
+                 checkpoint.get_metadata().get("epoch", "?") if hasattr(checkpoint, "get_metadata") else "?")
+    elif run_dir.exists():  # an earlier attempt of this very trial that left no checkpoint: start again
         shutil.rmtree(run_dir)
     if experiment_dir and driver_cwd and os.path.isdir(driver_cwd):
         os.chdir(driver_cwd)  # relative data paths mean what they mean for train.py
@@ -451,6 +459,8 @@ def run_sweep(cfg: DictConfig, choices: Mapping[str, Any] | None = None) -> Swee
                 run_config=tune.RunConfig(
                     name=s.name, storage_path=storage, verbose=int(s.verbose),
                     sync_config=tune.SyncConfig(sync_artifacts=uri),
+                    # each epoch reports its checkpoint (tune_callback); the newest is all a resume needs
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     failure_config=tune.FailureConfig(max_failures=0)),
             )
         grid = tuner.fit()

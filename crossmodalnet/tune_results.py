@@ -152,7 +152,7 @@ def plot_sweep(table: pd.DataFrame, space: Mapping[str, Hyperparameter], ranking
     ranked = [n for n in ranking.index if not math.isnan(ranking[n])]
     names = ranked + [n for n in space if n not in ranked]  # all of them, the most important first
     n_panels = 1 + len(names)
-    ncols = min(ncols, n_panels)
+    ncols = min(ncols, n_panels, max(2, math.ceil(math.sqrt(n_panels))))  # near-square: 6 panels -> 3 x 2
     nrows = math.ceil(n_panels / ncols)
     fig = Figure(figsize=(3.7 * ncols + 0.8, 3.1 * nrows), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
@@ -167,7 +167,8 @@ def plot_sweep(table: pd.DataFrame, space: Mapping[str, Hyperparameter], ranking
     points = ax.scatter(x, y, s=24, c=y, edgecolors="none", label="trial", **colour)
     running = pd.Series(y).cummax() if mode == "max" else pd.Series(y).cummin()
     ax.step(x, running.to_numpy(), where="post", color="tab:orange", label="best so far")
-    best = table[metric_col].astype(float).idxmax() if mode == "max" else table[metric_col].astype(float).idxmin()
+    scores = table[metric_col].astype(float)
+    best = None if scores.notna().sum() == 0 else (scores.idxmax() if mode == "max" else scores.idxmin())
     if np.isfinite(y).any():
         b = int(np.nanargmax(y) if mode == "max" else np.nanargmin(y))
         ax.scatter([x[b]], [y[b]], marker="*", s=220, color="tab:red", edgecolors="black", zorder=3, label="best")
@@ -192,7 +193,7 @@ def plot_sweep(table: pd.DataFrame, space: Mapping[str, Hyperparameter], ranking
             if hp.log_scale:
                 ax.set_xscale("log")
         ax.scatter(xs, metric, s=24, c=metric, edgecolors="none", **colour)
-        if best in values.index and ok.get(best, False):
+        if best is not None and best in values.index:
             i = list(values.index).index(best)
             ax.scatter([xs[i]], [metric.iloc[i]], marker="*", s=220, color="tab:red", edgecolors="black", zorder=3)
         ax.margins(x=0.08, y=0.12)

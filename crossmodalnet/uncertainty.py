@@ -231,9 +231,12 @@ def save_to_checkpoint(checkpoint: str | Path, cal: ConformalCalibration) -> Non
     """Add the calibration to a Lightning checkpoint already on disk (it is fitted after training ends)."""
     import torch
 
-    ckpt = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
+    path = Path(checkpoint)
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
     ckpt[CHECKPOINT_KEY] = cal.to_dict()
-    torch.save(ckpt, str(checkpoint))
+    tmp = path.with_name(path.name + ".tmp")  # written whole, then renamed: never a half-written checkpoint
+    torch.save(ckpt, str(tmp))
+    tmp.replace(path)
 
 
 def find_calibration(model) -> ConformalCalibration | None:

@@ -235,7 +235,9 @@ def test_crossmodalnet_checkpoint_categorical_times_and_mlp(sim, tmp_path):
     np.testing.assert_array_equal(pred.obsm["X_umap"], sim.obsm["X_umap"])
     np.testing.assert_allclose(pred.X, run.predict(sim, time_key="day").X, rtol=1e-5, atol=1e-6)
     assert run.saliency(sim.obsm["protein"].columns[0], max_cells=50).n_cells == 50
-    mlp = crossmodalnet.fit(sim, model="mlp_mse", output_dir=tmp_path / "mlp", **tiny)
+    # an experiment written for the simulator (demo_fast sets data.source.n_cells, ...) applies to your data too
+    mlp = crossmodalnet.fit(sim, model="mlp_mse", experiment="demo_fast", output_dir=tmp_path / "mlp", **tiny)
+    assert mlp.config.model.latent_dim == 16 and "n_cells" not in mlp.config.data.source
     ckpt = next((tmp_path / "mlp" / "checkpoints").glob("*.ckpt"))
     again = crossmodalnet.load(ckpt)
     assert type(again.model).__name__ == "MLP" and again.learned_times == []

@@ -35,7 +35,8 @@ def compose_train(run_dir: Path, data_path: Path | None = None, *overrides: str)
 
     from crossmodalnet.train import CONFIG_DIR
 
-    data = (["data=anndata", f"data.source.path={data_path}"] if data_path is not None else
+    kind = "mudata" if data_path is not None and str(data_path).endswith(".h5mu") else "anndata"
+    data = ([f"data={kind}", f"data.source.path={data_path}"] if data_path is not None else
             [f"data.source.{k}={v}" for k, v in TINY.items()])
     model = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), "crossmodalnet")
     sizes = ["model.latent_dim=8", *(["model.dis_hidden=8"] if model == "crossmodalnet" else [])]
@@ -272,3 +273,11 @@ def test_predict_reports_cells_far_outside_the_training_range(counts_model, smal
         pred = predict(counts_model, new, time=2)
     assert pred.uns["crossmodalnet"]["n_cells_outside_training_range"] == 2
     assert np.isfinite(pred.X).all()  # reported, not squashed: the prediction is still made
+
+
+def test_nameless_gene_is_an_error(small):
+    names = list(small.var_names)
+    names[3] = ""
+    small.var_names = names
+    with pytest.raises(DataError, match=r"1 genes have an empty name in cite.h5ad \(e.g. column 3 of X\)"):
+        _setup(small)

@@ -19,7 +19,7 @@ import pytest
 import scipy.sparse as sp
 
 hypothesis = pytest.importorskip("hypothesis", reason="property-based tests need hypothesis (pip install -e .[dev])")
-from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, assume, event, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from crossmodalnet.data.simulate import simulate_cite  # noqa: E402
@@ -27,6 +27,8 @@ from crossmodalnet.data.validate import DataError  # noqa: E402
 
 from test_checks import compose_train  # noqa: E402
 
+# no shrinking or explaining: each example may train a model, and the failing case is printed as generated
+PHASES = (Phase.explicit, Phase.generate)
 BAD_VALUES = [float("nan"), float("inf"), -float("inf"), -1.0, 2.5, 1e30, 1e7, -1e30]
 MATRICES = ["X", "counts", "protein", "protein_counts"]
 
@@ -166,15 +168,28 @@ def assert_finished_and_finite(run: Path) -> None:
 
 
 @pytest.mark.slow
-@settings(max_examples=30, deadline=None, derandomize=True, database=None,
+@settings(max_examples=30, deadline=None, derandomize=True, database=None, phases=PHASES,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                  HealthCheck.filter_too_much])
 @given(changes=st.lists(corruption, min_size=0, max_size=2), fmt=st.sampled_from(["h5ad", "h5mu"]),
        rna=st.sampled_from(["as_is", "log_normalize"]), protein=st.sampled_from(["as_is", "dsb_no_empty"]),
-       model=st.sampled_from(["crossmodalnet", "crossmodalnet", "mlp_nlc"]), seed=st.integers(0, 3))
+       model=st.sampled_from(["crossmodalnet", "crossmodalnet", "mlp_nlc"]), seed=st.integers(0, 3),
+       split=st.sampled_from([[], [], [], ["data.split.val=0.0", "data.split.train=0.85"],
+                              ["data.split.test=0.0", "data.split.train=0.95"]]))
+# the cases of the issue, always run: 1e30 in X, a negative count, one cell, a gene without a name, ...
+@example([("value", "X", 1e30, 3, 2)], "h5ad", "as_is", "as_is", "crossmodalnet", 0, [])
+@example([("value", "counts", -1.0, 7, 4)], "h5ad", "log_normalize", "as_is", "crossmodalnet", 0, [])
+@example([("value", "protein_counts", 2.5, 1, 1)], "h5mu", "as_is", "dsb_no_empty", "crossmodalnet", 0, [])
+@example([("cells", 1)], "h5ad", "as_is", "as_is", "crossmodalnet", 0, [])
+@example([("empty_gene", 0), ("constant_protein", 1)], "h5ad", "as_is", "as_is", "mlp_nlc", 1, [])
+@example([("one_cell_per_time", 0)], "h5ad", "as_is", "as_is", "crossmodalnet", 0, [])
+@example([("time_mixed", 3)], "h5mu", "as_is", "as_is", "crossmodalnet", 0, [])
+@example([("dtype", "bool")], "h5ad", "as_is", "as_is", "crossmodalnet", 0, [])
+@example([], "h5ad", "log_normalize", "dsb_no_empty", "crossmodalnet", 0, ["data.split.val=0.0",
+                                                                         "data.split.train=0.85"])
 def test_training_on_corrupted_input_is_a_clean_error_or_a_finite_run(tmp_path, changes, fmt, rna, protein,
-                                                                       model, seed):
-    work = tmp_path / f"case{abs(hash((str(changes), fmt, rna, protein, model, seed))) % 10**9}"
+                                                                       model, seed, split):
+    work = tmp_path / f"case{abs(hash((str(changes), fmt, rna, protein, model, seed, str(split)))) % 10**9}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     data = base_data(seed)
@@ -183,21 +198,17 @@ def test_training_on_corrupted_input_is_a_clean_error_or_a_finite_run(tmp_path, 
     path = write(data, work / "cite", fmt)
     from crossmodalnet.train import train
 
-    overrides = [f"model={model}", f"data.preprocess.rna={rna}", f"data.preprocess.protein={protein}"]
-    if fmt == "h5mu":
-        overrides = ["data=mudata", *overrides]
-    cfg = compose_train(work / "run", path if fmt == "h5ad" else None, *overrides)
-    if fmt == "h5mu":
-        from omegaconf import open_dict
-        with open_dict(cfg):
-            cfg.data.source.path = str(path)
+    cfg = compose_train(work / "run", path, f"model={model}", f"data.preprocess.rna={rna}",
+                        f"data.preprocess.protein={protein}", *split)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             train(cfg)
-    except DataError:
+    except DataError as err:
+        event(f"DataError: {str(err)[:60]}")  # --hypothesis-show-statistics lists what the cases ran into
         assert not (work / "run" / "metrics.json").exists()
         return
+    event("finished run")
     assert_finished_and_finite(work / "run")
 
 
@@ -214,7 +225,7 @@ def trained(tmp_path_factory):
 
 
 @pytest.mark.slow
-@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+@settings(max_examples=60, deadline=None, derandomize=True, database=None, phases=PHASES,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(changes=st.lists(corruption, min_size=1, max_size=2), in_layer=st.booleans(),
        time=st.sampled_from([None, 2, 3, 2.5, 9, "day 4"]))
@@ -231,6 +242,8 @@ def test_prediction_on_corrupted_input_is_a_clean_error_or_finite(trained, chang
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out = predict(trained, new, time=time, where="new.h5ad")
-    except DataError:
+    except DataError as err:
+        event(f"DataError: {str(err)[:60]}")
         return
+    event("finished prediction")
     assert np.isfinite(out.X).all() and out.n_obs == new.n_obs

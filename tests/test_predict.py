@@ -168,6 +168,9 @@ def test_cli_writes_predictions_and_figures(trained_ood_run, new_cells, tmp_path
     assert "is the input file" in capsys.readouterr().err
     assert main(["--checkpoint", ckpt, "--input", str(inp), "--output", str(out), "--time", "9",
                  "--outside-range", "error"]) == 2
+    assert "already exists; choose another path or pass --overwrite" in capsys.readouterr().err  # never silently
+    assert main(["--checkpoint", ckpt, "--input", str(inp), "--output", str(out), "--time", "9",
+                 "--outside-range", "error", "--overwrite"]) == 2
     assert "outside the learned range [2, 4]" in capsys.readouterr().err
     assert main(["--checkpoint", ckpt, "--input", str(tmp_path / "missing.h5ad"), "--output", str(out)]) == 2
     assert "input file not found" in capsys.readouterr().err

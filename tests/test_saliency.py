@@ -200,6 +200,9 @@ def test_saliency_cli(trained_ood_run, cells, tmp_path, capsys):
     assert ad.read_h5ad(tmp_path / "with_sal.h5ad").varm["saliency"].shape == (200, 1)
     assert saliency_main(["--checkpoint", str(trained_ood_run[2]), "--input", str(inp), "--protein", "CD38",
                           "--output-dir", str(out)]) == 2
+    assert "already exists; choose another path or pass --overwrite" in capsys.readouterr().err  # never silently
+    assert saliency_main(["--checkpoint", str(trained_ood_run[2]), "--input", str(inp), "--protein", "CD38",
+                          "--output-dir", str(out), "--overwrite"]) == 2
     assert "unknown protein 'CD38'" in capsys.readouterr().err
     # default output dir: the checkpoint's run dir
     assert saliency_main(["--checkpoint", str(trained_ood_run[2]), "--input", str(inp), "--protein",

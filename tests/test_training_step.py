@@ -40,12 +40,18 @@ def naive_generator_step(model: CrossmodalNet, batch, gen_opt, weight_opt) -> No
     z = net.encode(batch["x"])
     pred = net.decode(z, batch["time_weights"])
     nlc = nlc_loss(pred, batch["y"], eps=hp.nlc_eps)
-    fader = fader_loss(pred, batch["y"], net.discriminator(z), batch["time_index"], hp.dis_lambda,
-                       hp.reconstruction, hp.adversarial_loss)
+    if hp.adversary_in_gradnorm:   # paper: the adversarial term is part of GradNorm's second task
+        fader = fader_loss(pred, batch["y"], net.discriminator(z), batch["time_index"], hp.dis_lambda,
+                           hp.reconstruction, hp.adversarial_loss)
+        extra = 0.0
+    else:                          # authors: GradNorm over NLC and reconstruction, adversary at fixed weight
+        fader = fader_loss(pred, batch["y"], None, None, 0.0, hp.reconstruction)
+        extra = fader_loss(pred, batch["y"], net.discriminator(z), batch["time_index"], hp.dis_lambda,
+                           hp.reconstruction, hp.adversarial_loss) - fader
     w = model.gradnorm.weights
     W = net.input_layer.weight
     params = net.generator_parameters()
-    grads = torch.autograd.grad(w[0].detach() * nlc + w[1].detach() * fader, params, retain_graph=True)
+    grads = torch.autograd.grad(w[0].detach() * nlc + w[1].detach() * fader + extra, params, retain_graph=True)
     g1 = torch.autograd.grad(w[0] * nlc, W, retain_graph=True, create_graph=True)[0].norm()
     g2 = torch.autograd.grad(w[1] * fader, W, retain_graph=True, create_graph=True)[0].norm()
     gn = model.gradnorm
@@ -141,9 +147,10 @@ def test_gradnorm_renormalises_to_two_and_stays_positive():
 
 FORMULATIONS = {  # docs/formulation.md
     "default": {},
-    "paper": {"reconstruction": "sq_norm", "adversarial_loss": "flip"},
+    "paper": {"reconstruction": "sq_norm", "adversarial_loss": "flip", "adversary_in_gradnorm": True},
     "authors": {"reconstruction": "mse", "adversarial_loss": "flip", "adversary_in_gradnorm": False},
-    "v0.2": {"reconstruction": "mse", "adversarial_loss": "flip"},
+    "v0.2": {"reconstruction": "mse", "adversarial_loss": "flip", "adversary_in_gradnorm": True},
+    "confusion": {"reconstruction": "sq_norm", "adversarial_loss": "confusion", "adversary_in_gradnorm": True},
 }
 
 
@@ -220,8 +227,9 @@ def test_gradnorm_does_not_push_a_negative_fader_loss_to_the_floor():
 
 
 def test_default_formulation_keeps_both_tasks_positive():
-    """Both of GradNorm's task losses are >= 0 under the default formulation, whatever the discriminator says
-    (here one sure of the wrong time), so the loss ratios are always defined."""
+    """Both of GradNorm's task losses are >= 0 under the default formulation (and the confusion one), whatever the
+    discriminator says (here one sure of the wrong time), so the loss ratios are always defined; v0.2's Fader task
+    (MSE - lambda CE inside GradNorm) goes negative in the same situation."""
     model = make_model(dis_lambda=2.0)
     with torch.no_grad():
         model.network.discriminator[-1].weight.zero_()
@@ -229,8 +237,13 @@ def test_default_formulation_keeps_both_tasks_positive():
     batch = make_batch()
     batch["time_index"] = torch.zeros_like(batch["time_index"])
     terms = model.task_losses(first_layer(batch["x"], model.network.input_layer), batch)
-    assert terms["nlc"].item() >= 0 and terms["second"].item() > 0 and terms["adv"].item() > 0
-    legacy = make_model(dis_lambda=2.0, reconstruction="mse", adversarial_loss="flip")
+    assert terms["nlc"].item() >= 0 and terms["second"].item() > 0    # NLC and MSE: GradNorm's two tasks
+    assert terms["extra"] is not None and terms["extra"].item() < 0     # -lambda CE, outside GradNorm
+    confusion = make_model(dis_lambda=2.0, adversarial_loss="confusion", adversary_in_gradnorm=True)
+    confusion.network.load_state_dict(model.network.state_dict())
+    terms = confusion.task_losses(first_layer(batch["x"], confusion.network.input_layer), batch)
+    assert terms["second"].item() > 0 and terms["adv"].item() > 0
+    legacy = make_model(dis_lambda=2.0, reconstruction="mse", adversarial_loss="flip", adversary_in_gradnorm=True)
     legacy.network.load_state_dict(model.network.state_dict())
     assert legacy.task_losses(first_layer(batch["x"], legacy.network.input_layer), batch)["second"].item() < 0
 

@@ -2,6 +2,7 @@
 real local Ray (interrupted, resumed through scripts/tune.py, best configuration retrained by train.py)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -157,15 +158,17 @@ def test_trial_config_is_resolved_in_the_driver_with_a_run_dir_slot(tmp_path):
 
 
 # -- Ray address and sweep settings ---------------------------------------------------------------------------------
-def _closed_port() -> int:
+@contextlib.contextmanager
+def _closed_port():
+    """A port nothing listens on while the block runs: bound but not listening, so a connection is refused, and no
+    other process (Ray starts many servers on free ports) can take it between choosing it and using it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
 
 
 def test_unreachable_ray_address_is_one_clear_line():
-    port = _closed_port()
-    with pytest.raises(TuneConfigError) as err:
+    with _closed_port() as port, pytest.raises(TuneConfigError) as err:
         check_ray_address(f"127.0.0.1:{port}", timeout=2)
     msg = str(err.value)
     assert f"cannot reach a Ray cluster at 127.0.0.1:{port}" in msg and "ray start --head" in msg and "\n" not in msg
@@ -228,10 +231,11 @@ def test_cli_unknown_hyperparameter_in_search_file(tmp_path):
 
 
 def test_sweep_with_an_unreachable_ray_address_fails_before_starting(tmp_path):
-    port = _closed_port()
-    cfg, choices = compose_tune("experiment=demo_fast", f"paths.output_dir={tmp_path}", f"ray.address=127.0.0.1:{port}")
-    with pytest.raises(TuneConfigError, match=f"ray.address=127.0.0.1:{port}: cannot reach"):
-        run_sweep(cfg, choices)
+    with _closed_port() as port:
+        cfg, choices = compose_tune("experiment=demo_fast", f"paths.output_dir={tmp_path}",
+                                    f"ray.address=127.0.0.1:{port}")
+        with pytest.raises(TuneConfigError, match=f"ray.address=127.0.0.1:{port}: cannot reach"):
+            run_sweep(cfg, choices)
     assert not (tmp_path / "sweep").exists()  # nothing started
 
 
@@ -240,25 +244,27 @@ def test_sweep_with_an_unreachable_ray_address_fails_before_starting(tmp_path):
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": always a new Ray of this test, never a cluster some other process started on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
 
-SWEEP = ("experiment=demo_fast", "tune.num_samples=3", "trainer.max_epochs=2", "tune.max_concurrent_trials=2",
+# one trial at a time, so the interruption finds trial 0 finished, trial 1 mid-way and trial 2 not started
+SWEEP = ("experiment=demo_fast", "tune.num_samples=3", "trainer.max_epochs=3", "tune.max_concurrent_trials=1",
          "tune.seed=1")
 
 
-def _interrupt_when_third_trial_starts(experiment_dir: Path, timeout: float = 300) -> threading.Thread:
-    """Ctrl+C (SIGINT to this process) once a trial is done: with two trials at a time, the third trial's run
-    dir appears only after one of the first two has finished."""
+def _interrupt_when_second_trial_has_a_checkpoint(experiment_dir: Path, timeout: float = 300) -> threading.Thread:
+    """Ctrl+C (SIGINT to this process) as soon as trial 1 reported its first epoch's checkpoint to Tune (trial 0
+    has finished by then: trials run one at a time), leaving it two epochs short of its end."""
     def watch():
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if any(experiment_dir.glob("trial_*_00002/run")):
+            if any(experiment_dir.glob("trial_*_00001/checkpoint_*")):
                 os.kill(os.getpid(), signal.SIGINT)
                 return
-            time.sleep(0.2)
+            time.sleep(0.05)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -269,12 +275,14 @@ def _interrupt_when_third_trial_starts(experiment_dir: Path, timeout: float = 30
 def test_sweep_interrupted_resumed_and_best_config_retrains(tmp_path, local_ray):
     run_dir = tmp_path / "sweep_run"
     cfg, choices = compose_tune(*SWEEP, f"paths.output_dir={run_dir}")
-    watcher = _interrupt_when_third_trial_starts(run_dir / "sweep")
+    watcher = _interrupt_when_second_trial_has_a_checkpoint(run_dir / "sweep")
     first = run_sweep(cfg, choices)  # same process as the local Ray: it reuses it
     watcher.join(timeout=5)
     assert first.interrupted and not first.resumed
     done = first.table[first.table.status == "COMPLETED"]
-    assert 1 <= len(done) <= 2 and 2 not in set(done.trial_index), first.table[["trial_id", "status"]]
+    assert list(done.trial_index) == [0], first.table[["trial_id", "status", "epochs"]]
+    midway = first.table[first.table.trial_index == 1]
+    assert len(midway) == 1 and 1 <= midway.epochs.item() < 3, first.table[["trial_id", "status", "epochs"]]
     stamps = {t: (Path(d) / "metrics.json").stat().st_mtime_ns for t, d in zip(done.trial_id, done.run_dir)}
 
     # a new sweep in the same place is refused; the same command resumes (here through the CLI, joining this Ray)
@@ -293,7 +301,13 @@ def test_sweep_interrupted_resumed_and_best_config_retrains(tmp_path, local_ray)
         assert (Path(run) / "metrics.json").stat().st_mtime_ns == stamp, trial_id
     metric = "val/pearson_cell_max"
     assert table[metric].is_monotonic_decreasing and table[metric].between(-1, 1).all()
-    assert (table.epochs == 2).all() and table["test/pearson_cell"].notna().all()
+    assert (table.epochs == 3).all() and table["test/pearson_cell"].notna().all()
+    # the trial cut off mid-way continued from its Tune checkpoint (train's ckpt_path), not from epoch 0
+    resumed = json.loads((Path(table.run_dir[table.trial_index == 1].item()) / "metrics.json").read_text())
+    assert 1 <= resumed["train/epochs_before_resume"] < 3 and resumed["epochs"] == 3
+    for index in (0, 2):  # the finished trial and the one that had not started ran in one go
+        other = json.loads((Path(table.run_dir[table.trial_index == index].item()) / "metrics.json").read_text())
+        assert "train/epochs_before_resume" not in other
     for name in PUBLISHED:  # sampled values lie in Table S1's ranges and grids
         values = table[name].tolist()
         assert all(published_ok(name, v) for v in values), f"{name}: {values}"

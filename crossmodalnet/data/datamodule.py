@@ -139,9 +139,10 @@ class CiteDataModule(L.LightningDataModule):
         adata = self.source() if callable(self.source) else self.source
         if not isinstance(adata, ad.AnnData):
             raise DataError(f"data source returned {type(adata).__name__}, expected AnnData")
-        validate_cite(adata, self.time_key, self.source_name)
         files = dict(adata.uns.get(SOURCE_FILES_KEY, {}) or {})  # the file each modality came from, for messages
         rna_source = files.get("rna", self.source_name)
+        both = rna_source if files.get("protein", rna_source) == rna_source else f"{rna_source} + {files['protein']}"
+        validate_cite(adata, self.time_key, both)
         self.preprocessor.check_input(adata, rna_source, files.get("protein", self.source_name))
         self.adata = adata
         times = self.cell_times(adata)
@@ -150,6 +151,9 @@ class CiteDataModule(L.LightningDataModule):
         else:
             self.split = holdout_split(times, self.holdout_time, train=self.fractions["train"],
                                        val=self.fractions["val"], seed=self.seed)
+        if len(self.split.test) == 0:  # a run without test cells would "finish" with no test metrics at all
+            raise DataError(f"the test split is empty (data.split.test={self.fractions['test']}): every run is "
+                            f"scored on held-out cells; set data.split.test > 0")
         train = adata[self.split.train]
         try:
             self.time_axis = TimeAxis.from_labels(self.cell_times(train), order=self.time_order,
@@ -239,6 +243,9 @@ class CiteDataModule(L.LightningDataModule):
                             rank=rank, world=world)
 
     def val_dataloader(self) -> DataLoader:
+        if len(self.datasets["val"]) == 0:  # baselines fit without validation; Lightning models cannot
+            raise DataError(f"the validation split is empty (data.split.val={self.fractions['val']}): early "
+                            f"stopping and the best checkpoint are chosen on it; set data.split.val > 0")
         return self.loader(self.datasets["val"], shuffle=False)
 
     def test_dataloader(self) -> DataLoader:

@@ -4,6 +4,8 @@ Sources are selected in ``configs/data/*.yaml`` through ``source._target_``.
 """
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,8 @@ def _as_csr(x) -> sp.csr_matrix:
     arr = np.asarray(x)
     if not np.issubdtype(arr.dtype, np.number):
         return arr  # validate_cite reports the dtype
+    if arr.dtype == np.float16:  # scipy.sparse has no float16; float32 holds every float16 value exactly
+        arr = arr.astype(np.float32)
     return sp.csr_matrix(arr)
 
 
@@ -88,6 +92,16 @@ def from_anndata(
                            counts_layer=counts_layer, rna_source=str(rna_path), protein_source=str(protein_path))
 
 
+@contextmanager
+def quiet_mudata():
+    """mudata's notices about its own future defaults and shared var names: noise to a user, hidden here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="mudata")
+        warnings.filterwarnings("ignore", message=".*var_names are intersecting.*")
+        warnings.filterwarnings("ignore", message=".*pull_on_update.*")
+        yield
+
+
 def is_mudata(obj: Any) -> bool:
     """A MuData object (checked by type name, so mudata is only imported when one is used)."""
     return type(obj).__name__ == "MuData" and hasattr(obj, "mod")
@@ -102,7 +116,8 @@ def read_file(path: str | Path, what: str = "data", backed: bool = False):
         import mudata as md
 
         try:
-            return md.read_h5mu(file)
+            with quiet_mudata():
+                return md.read_h5mu(file)
         except Exception as err:  # h5py/mudata raise many types for a broken file
             raise DataError(f"cannot read {what} file {file} as .h5mu: {err}") from None
     try:
@@ -263,7 +278,10 @@ def read_protein_table(table: str | Path | pd.DataFrame, obs_names: pd.Index, wh
 
 
 def _is_counts(values: np.ndarray) -> bool:
+    """Non-negative whole numbers (raw ADT counts); False for anything else, non-numeric included."""
     sample = np.asarray(values).ravel()[:200_000]
+    if not np.issubdtype(sample.dtype, np.number) or np.issubdtype(sample.dtype, np.bool_):
+        return False  # validate_cite names the non-numeric columns
     return sample.size > 0 and bool(np.isfinite(sample).all() and (sample >= 0).all()
                                     and (sample == np.round(sample)).all() and sample.max() > 1)
 

@@ -37,6 +37,9 @@ def validate_cite(adata: AnnData, time_key: str | None, source: str | None = Non
     if not adata.var_names.is_unique:
         dup = adata.var_names[adata.var_names.duplicated()][:3].tolist()
         raise DataError(f"gene names (var_names) are not unique{where}, e.g. {dup}")
+    empty = [i for i, name in enumerate(adata.var_names) if not str(name).strip() or str(name) == "nan"]
+    if empty:  # a new file's genes are matched to the model's by name: a nameless gene cannot be
+        raise DataError(f"{len(empty)} genes have an empty name{where} (e.g. column {empty[0]} of X); name them")
     if PROTEIN_KEY not in adata.obsm:
         raise DataError(f"no proteins{where}: expected a DataFrame in obsm[{PROTEIN_KEY!r}] "
                         f"(obsm has {list(adata.obsm.keys())})")

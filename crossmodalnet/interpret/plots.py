@@ -5,6 +5,7 @@ notebook's or a server's global plotting state. Every function writes ``path`` a
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -28,8 +29,20 @@ def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", metadata={"Description": figure_text(fig)})
     return path
+
+
+def figure_text(fig: Figure) -> str:
+    """Every title, axis label and legend entry of ``fig``, joined by " | ": stored as the PNG's Description
+    (alt text for screen readers and image search; the tests read what a figure says from it)."""
+    texts = [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), *[t.get_text() for t in ax.texts]]
+        legend = ax.get_legend()
+        if legend is not None:
+            texts += [legend.get_title().get_text(), *[t.get_text() for t in legend.get_texts()]]
+    return " | ".join(" ".join(t.split()) for t in texts if t and t.strip())
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,8 +71,11 @@ def _categories(values) -> tuple[list[str], np.ndarray]:
         order = [str(c) for c in pd.Categorical(values).categories if str(c) in set(labels)]
     else:
         uniq = list(pd.unique(labels))
-        numeric = pd.to_numeric(pd.Series(uniq), errors="coerce")
-        order = [u for _, u in sorted(zip(numeric, uniq))] if numeric.notna().all() else sorted(uniq)
+        numbers = [re.search(r"[-+]?\d*\.?\d+", u) for u in uniq]  # "day 2" < "day 10", as a biologist reads them
+        if all(numbers):
+            order = [u for _, u in sorted(zip([float(m.group()) for m in numbers], uniq))]
+        else:
+            order = sorted(uniq)
     return order, pd.Categorical(labels, categories=order).codes
 
 
@@ -169,17 +185,17 @@ def plot_accuracy_by_time(per_cell: pd.DataFrame, path: str | Path, time_label: 
     order, codes = _categories(per_cell["time"].to_numpy())
     data = [per_cell["pearson_cell"].to_numpy(float)[codes == i] for i in range(len(order))]
     data = [d[np.isfinite(d)] for d in data]
-    fig, (ax,) = _figure(1, width=max(4.2, 1.0 * len(order) + 2.0), height=4.0)
+    fig, (ax,) = _figure(1, width=max(5.2, 1.0 * len(order) + 2.0), height=4.4)
     ax.boxplot(data, showfliers=False, widths=0.6, medianprops={"color": "black"})
     ax.set_xticks(np.arange(1, len(order) + 1), [f"{t}\n(n={len(d)})" for t, d in zip(order, data)], fontsize=8)
     if reference is not None:
         ref = [float(reference.get(t, np.nan)) for t in order]
         ax.scatter(np.arange(1, len(order) + 1), ref, marker="_", s=400, color="#c0392b",
                    label="train-mean predictor (median)", zorder=3)
-        ax.legend(frameon=False, fontsize=7, loc="best")
+        ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22))
     ax.set_xlabel(time_label)
     ax.set_ylabel("per-cell Pearson r")
-    ax.set_title(f"{model_name}: accuracy by {time_label} on {cells}", fontsize=9)
+    ax.set_title(f"{model_name}: accuracy by {time_label}\non {cells}", fontsize=9)
     return _save(fig, path)
 
 
@@ -256,8 +272,8 @@ def plot_gsea_running_score(gsea, term: str, path: str | Path, protein: str | No
     top.axhline(0, color="black", lw=0.6)
     top.set_ylabel("running enrichment score")
     ranking = f"GSEA of the {protein} saliency ranking\n" if protein else ""
-    top.set_title(f"{ranking}{term[:60]}\nNES = {row['nes']:.2f}, p = {row['pval']:.3g}, "
-                  f"FDR = {row['fdr']:.3g}", fontsize=9)
+    p = f"p = {row['pval']:.3g}" if row["pval"] > 0 else "p < 1/permutations"  # 0 is below the resolution
+    top.set_title(f"{ranking}{term[:60]}\nNES = {row['nes']:.2f}, {p}, FDR = {row['fdr']:.3g}", fontsize=9)
     bottom.vlines(hits, 0, 1, color="black", lw=0.8)
     bottom.set_yticks([])
     bottom.set_xlabel(f"gene rank ({protein} saliency)" if protein else "gene rank (saliency)")
