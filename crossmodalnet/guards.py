@@ -139,8 +139,9 @@ class FiniteGuard(L.Callback):
             mark_failed(self.run_dir, exception)
 
 
-def write_metrics(run_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
-    """Write ``run_dir/metrics.json`` (the mark of a finished run) only when every metric is finite."""
+def write_metrics(run_dir: str | Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Write ``run_dir/metrics.json`` (the mark of a finished run) only when every core metric is finite;
+    returns what was written (undefined auxiliary metrics left out, see :func:`check_metrics`)."""
     import json
 
     path = Path(run_dir)
@@ -153,4 +154,4 @@ def write_metrics(run_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
     tmp = out.with_suffix(".json.tmp")  # written whole, then renamed: never a half-written metrics.json
     tmp.write_text(json.dumps(finite, indent=2, sort_keys=True))
     tmp.replace(out)
-    return out
+    return finite

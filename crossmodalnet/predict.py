@@ -477,7 +477,9 @@ def _run(args) -> int:
                                      batch_size=args.batch_size, layer=args.layer, normalize=args.normalize,
                                      min_shared=args.min_shared_genes, interval=args.interval)
         plots = args.plots_dir or str(outp.parent / f"{outp.stem}_plots")
-        measured = _measured(query.proteins, pred) if plots.lower() != "none" else None
+        scored = (pd.DataFrame(pred.layers["measured"], index=pred.obs_names, columns=pred.var_names)
+                  .dropna(axis=1, how="all") if "measured" in pred.layers else query.proteins)  # on the model's scale
+        measured = _measured(scored, pred) if plots.lower() != "none" else None
         coding = _coding_expression(model, query.rna, pred) if measured is not None else {}
         what = write_prediction(pred, query, outp, into_input=args.add_to_input)
     finally:

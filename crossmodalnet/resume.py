@@ -65,10 +65,12 @@ def multi_process_requested(trainer_cfg: DictConfig | dict) -> bool:
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         return True
     name = strategy_name(trainer_cfg)
-    if name in ("auto", "single_device"):
+    if name == "single_device":
         return False
     devices = _count_devices(trainer_cfg.get("devices", 1))
-    return int(trainer_cfg.get("num_nodes", 1) or 1) > 1 or devices is None or devices > 1
+    if int(trainer_cfg.get("num_nodes", 1) or 1) > 1 or (devices is not None and devices > 1):
+        return True  # (strategy=auto with several devices is DDP too)
+    return devices is None and name != "auto"
 
 
 def check_baseline_setup(name: str, trainer_cfg: DictConfig | dict, ckpt_path: str | None) -> None:

@@ -189,7 +189,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     if best:
         metrics["best_checkpoint"] = str(best)
     _warn_below_reference(metrics)
-    write_metrics(run_dir, metrics)  # refuses NaN/inf: a finished run's metrics are all finite
+    metrics = write_metrics(run_dir, metrics)  # refuses NaN/inf: a finished run's metrics are all finite
     return metrics
 
 
@@ -217,7 +217,7 @@ def train_baseline(cfg: DictConfig, model: Baseline, dm: CiteDataModule, run_dir
     predictions.write_h5ad(run_dir / "predictions.h5ad")
     if cfg.get("plots", True):  # measured vs predicted (no training curves or time embedding here)
         write_run_figures(model, dm, run_dir, predictions)
-    write_metrics(run_dir, metrics)  # refuses NaN/inf: a finished run's metrics are all finite
+    metrics = write_metrics(run_dir, metrics)  # refuses NaN/inf: a finished run's metrics are all finite
     return metrics
 
 

@@ -58,7 +58,7 @@ class ConformalCalibration:
         n = self.n_cells
         k = math.ceil((n + 1) * level)
         if k > n:
-            warnings.warn(f"a {level:.0%} interval needs at least {math.ceil(level / (1 - level))} calibration "
+            warnings.warn(f"a {level:.0%} interval needs at least {min_cells(level)} calibration "
                           f"cells, there are {n}: the intervals are infinite", stacklevel=2)
             return np.full(self.scores.shape[1], np.inf)
         return self.scores[k - 1].astype(np.float64)
@@ -106,6 +106,15 @@ class ConformalCalibration:
     def load(cls, path: str | Path) -> "ConformalCalibration":
         with np.load(Path(path), allow_pickle=False) as z:
             return cls.from_dict({k: z[k] for k in z.files})
+
+
+def min_cells(level: float) -> int:
+    """The fewest calibration cells with a finite ``level`` interval: the smallest n with ceil((n+1) level) <= n
+    (9 for 90%, 19 for 95%)."""
+    n = 1
+    while math.ceil((n + 1) * level) > n:
+        n += 1
+    return n
 
 
 def check_level(level: float) -> float:
@@ -184,7 +193,7 @@ def coverage_metrics(cal: ConformalCalibration, pred: np.ndarray, target: np.nda
 def predict_split(model, dm, split: str) -> np.ndarray:
     """Predictions (cells x proteins) of a Lightning model or a fit/predict baseline for one split."""
     if hasattr(model, "predict") and not hasattr(model, "training_step"):  # a Baseline
-        return np.asarray(model.predict(dm.splits[split].X), dtype=np.float64)
+        return np.asarray(model.predict(dm.model_input(split)), dtype=np.float64)  # genes or SVD scores
     import torch
 
     was_training = model.training
@@ -222,6 +231,12 @@ def fit_and_score(model, dm, settings: dict | None = None) -> tuple[ConformalCal
     cal = calibrate(predict_split(model, dm, "val"), measured("val"), dm.protein_names, method,
                     max_cells=settings.get("max_cells", 10_000), **extra)
     metrics = {}
+    needed = min_cells(level)
+    if cal.n_cells < needed:  # the interval would be infinite: metrics.json holds finite numbers only
+        log.warning("%d validation cells calibrate prediction intervals; a %.0f%% interval needs at least %d, so "
+                    "it is not scored (raise data.split.val or lower uncertainty.level)", cal.n_cells,
+                    100 * level, needed)
+        return cal, metrics
     if dm.splits["test"].n_obs:
         metrics = coverage_metrics(cal, predict_split(model, dm, "test"), measured("test"), level)
     return cal, metrics

@@ -281,3 +281,20 @@ def test_nameless_gene_is_an_error(small):
     small.var_names = names
     with pytest.raises(DataError, match=r"1 genes have an empty name in cite.h5ad \(e.g. column 3 of X\)"):
         _setup(small)
+
+
+@pytest.mark.slow
+def test_train_py_refuses_a_finished_run_dir_before_hydra_writes_into_it(tmp_path):
+    """``python train.py hydra.run.dir=<old run>``: one line, exit 2, the old run's files (.hydra too) untouched."""
+    from conftest import run_train
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("old: run\n")
+    (run / "metrics.json").write_text('{"test/mse": 0.5}')
+    proc, _ = run_train(tmp_path, "trainer.max_epochs=1", expect_ok=False, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error: run dir" in proc.stderr and "already holds a finished run" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (run / ".hydra" / "config.yaml").read_text() == "old: run\n"
+    assert (run / "metrics.json").read_text() == '{"test/mse": 0.5}'

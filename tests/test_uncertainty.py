@@ -111,3 +111,26 @@ def test_simulator_90_percent_intervals_cover_87_to_93_percent(tmp_path):
     metrics = train(cfg)
     assert metrics["test/interval/n_calibration_cells"] == 150
     assert 0.87 <= metrics["test/interval/coverage"] <= 0.93, metrics["test/interval/coverage"]
+
+
+def test_too_few_calibration_cells_are_not_scored_as_infinite(trained_ood_run, caplog):
+    """metrics.json holds finite numbers only: a level the validation split cannot support is skipped with a
+    warning instead of an infinite width (which would fail the run)."""
+    from omegaconf import OmegaConf
+
+    from crossmodalnet.predict import load_model
+    from crossmodalnet.train import build_datamodule
+    from crossmodalnet.uncertainty import fit_and_score, min_cells
+
+    assert (min_cells(0.9), min_cells(0.95), min_cells(0.5)) == (9, 19, 1)
+    run_dir, _, ckpt = trained_ood_run
+    dm = build_datamodule(OmegaConf.load(run_dir / "config.yaml"))
+    dm.setup("fit")
+    model = load_model(ckpt)
+    n_val = dm.splits["val"].n_obs
+    assert 9 <= n_val < 99
+    cal, metrics = fit_and_score(model, dm, {"level": 0.99})
+    assert cal.n_cells == n_val and metrics == {}
+    assert "needs at least 99" in caplog.text
+    cal, metrics = fit_and_score(model, dm, {"level": 0.8, "method": "scaled"})
+    assert cal.method == "scaled" and 0 < metrics["test/interval/coverage"] <= 1

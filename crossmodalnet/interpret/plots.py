@@ -201,17 +201,23 @@ def plot_accuracy_by_time(per_cell: pd.DataFrame, path: str | Path, time_label: 
 
 def plot_time_embedding(pca: pd.DataFrame, path: str | Path, title: str = "Learned time embedding (PCA)") -> Path:
     """Figure S2: the learned time vectors in PC1/PC2, each point labelled by its time (interpolated unseen
-    times hollow)."""
-    fig, (ax,) = _figure(1)
+    times hollow). With two learned times there is one direction only: the times are drawn along PC1 alone,
+    and the title says so, instead of a PC2 axis at 0%."""
+    ratio = pca.attrs.get("explained_variance_ratio", [np.nan, np.nan])
+    one_dim = bool(np.isfinite(ratio[1]) and ratio[1] < 1e-9)
+    fig, (ax,) = _figure(1, height=2.4 if one_dim else 4.0)
     for kind, marker, face in (("learned", "o", "#c0392b"), ("interpolated", "o", "none")):
         part = pca[pca["kind"] == kind]
         ax.scatter(part["PC1"], part["PC2"], s=70, marker=marker, facecolors=face, edgecolors="#c0392b",
                    label=kind if len(part) else None)
         for _, row in part.iterrows():
             ax.annotate(str(row["time"]), (row["PC1"], row["PC2"]), textcoords="offset points", xytext=(6, 6))
-    ratio = pca.attrs.get("explained_variance_ratio", [np.nan, np.nan])
     ax.set_xlabel(f"PC1 ({100 * ratio[0]:.0f}%)")
-    ax.set_ylabel(f"PC2 ({100 * ratio[1]:.0f}%)")
+    if one_dim:
+        ax.set_yticks([])
+        title = f"{title}\n{int((pca['kind'] == 'learned').sum())} learned times span one direction (PC1 only)"
+    else:
+        ax.set_ylabel(f"PC2 ({100 * ratio[1]:.0f}%)")
     ax.set_title(title, fontsize=10)
     ax.legend(frameon=False, fontsize=8)
     ax.margins(0.25)
