@@ -44,6 +44,16 @@ def check_strategy(trainer_cfg: DictConfig | dict) -> None:
                     f"or SLURM (docs/distributed.md); supported: {', '.join(SUPPORTED_STRATEGIES)}")
 
 
+def check_accelerator(trainer_cfg: DictConfig | dict) -> None:
+    """A GPU asked for where torch sees none: say so before the data is loaded (minutes on a big data set)."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto") or "auto").lower()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        why = ("this torch build has no CUDA support" if torch.version.cuda is None
+               else "torch sees no CUDA device (driver, CUDA_VISIBLE_DEVICES?)")
+        raise DataError(f"trainer: trainer.accelerator={accelerator} but {why}; use trainer.accelerator=cpu "
+                        f"(or auto), or run on a machine with a GPU")
+
+
 def _count_devices(devices: Any) -> int | None:
     """How many devices ``trainer.devices`` asks for (None: "auto"/-1, i.e. as many as there are)."""
     if isinstance(devices, int):

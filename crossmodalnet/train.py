@@ -31,8 +31,8 @@ from crossmodalnet.evaluate import extra_metrics, write_run_figures
 from crossmodalnet.guards import FiniteGuard, write_metrics
 from crossmodalnet.rundir import prepare_from_config
 from crossmodalnet.distributed import DistributedTraining, GlobalBatchNormSync
-from crossmodalnet.resume import (check_baseline_setup, check_resume_checkpoint, check_strategy,
-                                  trainer_error)
+from crossmodalnet.resume import (check_accelerator, check_baseline_setup, check_resume_checkpoint,
+                                  check_strategy, trainer_error)
 from crossmodalnet.latent_time import task_weight_summary
 
 log = logging.getLogger("crossmodalnet")
@@ -135,6 +135,8 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
 
     ``callbacks`` are added to those of ``cfg.callbacks`` (the Ray Tune trainable passes its reporter here).
     """
+    check_accelerator(cfg.trainer)  # no GPU here / a strategy the models cannot use: one line, before the data loads
+    check_strategy(cfg.trainer)
     run_dir = prepare_from_config(cfg)  # refuses to replace a finished run unless overwrite=true
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("torch_threads"):

@@ -28,6 +28,10 @@ FORMULATIONS: dict[str, list[str]] = {
     "authors": ["model.reconstruction=mse", "model.adversarial_loss=flip", "model.adversary_in_gradnorm=false"],
     # (b) the paper: Fader = per-cell squared norm + lambda * log P(t|z), inside GradNorm
     "paper": ["model.reconstruction=sq_norm", "model.adversarial_loss=flip", "model.adversary_in_gradnorm=true"],
+    # (a') the authors' arrangement with the paper's per-cell squared-norm reconstruction
+    "authors_sq": ["model.reconstruction=sq_norm", "model.adversarial_loss=flip", "model.adversary_in_gradnorm=false"],
+    "authors_sq_l2": ["model.reconstruction=sq_norm", "model.adversarial_loss=flip",
+                      "model.adversary_in_gradnorm=false", "model.dis_lambda=2"],
     # (c) confusion adversary (KL(uniform || P(t|z)) >= 0), variants
     "confusion_sq_in": ["model.reconstruction=sq_norm", "model.adversarial_loss=confusion",
                         "model.adversary_in_gradnorm=true"],
@@ -71,6 +75,25 @@ def run_one(out: Path, formulation: str, setting: str, seed: int, extra: list[st
     return row
 
 
+def collect(out: Path) -> pd.DataFrame:
+    """Every finished run under ``out`` (``<setting>__<formulation>__s<seed>``), with its early-stopping rule."""
+    import yaml
+
+    rows = []
+    for metrics_file in sorted(out.glob("*__*__s*/metrics.json")):
+        setting, formulation, seed = metrics_file.parent.name.split("__")
+        if not seed[1:].isdigit():
+            continue
+        metrics = json.loads(metrics_file.read_text())
+        config = yaml.safe_load((metrics_file.parent / "config.yaml").read_text())
+        stopping = config.get("callbacks", {}).get("early_stopping", {})
+        row = {"setting": setting, "formulation": formulation, "seed": int(seed[1:]),
+               "stopping": f"{stopping.get('monitor')} patience {stopping.get('patience')}"}
+        row.update({c: metrics.get(c) for c in COLUMNS})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def summarise(rows: pd.DataFrame) -> str:
     numeric = [c for c in COLUMNS if c in rows]
     grouped = rows.groupby(["setting", "formulation"])[numeric]
@@ -93,8 +116,17 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("formulation-comparison"))
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: summarise every finished run under --out")
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
+    if args.collect:
+        table = collect(args.out)
+        table.to_csv(args.out / "all_runs.csv", index=False)
+        summary = summarise(table)
+        (args.out / "summary_all.md").write_text(summary + "\n")
+        print(summary)
+        return
     unknown = [f for f in args.formulations.split(",") if f not in FORMULATIONS]
     if unknown or any(s not in SETTINGS for s in args.settings.split(",")):
         sys.exit(f"error: unknown formulation/setting: {unknown or args.settings}; known: {list(FORMULATIONS)}, "

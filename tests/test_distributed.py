@@ -10,16 +10,17 @@ import json
 from pathlib import Path
 
 import anndata as ad
+import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import REPO_ROOT, run_train
+from conftest import run_train
 
 # tiny: 2 epochs of global batches of 39 cells (shards of 20 and 19: unequal, so the loss scaling counts)
 COMMON = ("experiment=demo_fast", "torch_threads=1", "trainer.accelerator=cpu", "trainer.max_epochs=2",
           "data.source.n_cells=250", "data.source.n_genes=60", "data.batch_size=39", "model.dropout=0",
-          "model.latent_dim=16", "uncertainty.enabled=false")
+          "model.latent_dim=16", "uncertainty.enabled=false", "++plots=false")
 DDP = ("trainer.devices=2", "trainer.strategy=ddp", "trainer.sync_batchnorm=true",
        "+callbacks.replica_check._target_=crossmodalnet.distributed.ReplicaCheck")
 # Linear biases right before a BatchNorm (and z's BatchNorm shift, which reaches MLP2 only through Linear -> BN)
@@ -64,7 +65,7 @@ def test_two_processes_train_the_one_process_model(tmp_path, model):
     replicas = json.loads((run / "replicas.json").read_text())
     assert replicas["world_size"] == 2 and replicas["max_abs_diff"] == 0.0  # one model, not two
     # rank 0 alone wrote the run dir; test and predictions cover the whole test split
-    split = __import__("pandas").read_csv(run / "split.csv")
+    split = pd.read_csv(run / "split.csv")
     pred = ad.read_h5ad(run / "predictions.h5ad")
     assert pred.n_obs == (split.split == "test").sum()
     assert (run / "config.yaml").exists() and not list(run.glob("*.tmp"))

@@ -44,11 +44,14 @@ def test_projection_is_fitted_on_training_cells_only():
     p1, p2 = dm.preprocessor.projection_, dm2.preprocessor.projection_
     np.testing.assert_array_equal(p1.components_, p2.components_)
     np.testing.assert_array_equal(p1.offset_, p2.offset_)
-    # what the model reads: training scores standardised on train, the same map applied to every split
+    # what the model reads: training scores centred and scaled on train, the same map applied to every split
     assert dm.n_inputs == 8 and dm.n_genes == 120 and dm.datasets["train"][[0, 1]]["x"].shape == (2, 8)
     z = dm.model_input("train")
     np.testing.assert_allclose(z.mean(0), 0, atol=2e-3)
-    np.testing.assert_allclose(z.std(0), 1, atol=2e-3)
+    assert np.sqrt(np.mean(z.std(0) ** 2)) == pytest.approx(1.0, abs=2e-3)   # svd_scale=global (default)
+    assert z.std(0)[0] > z.std(0)[-1]                                        # the leading component stays larger
+    whitened = _dm(adata, svd_scale="component").model_input("train")
+    np.testing.assert_allclose(whitened.std(0), 1, atol=2e-3)
     np.testing.assert_allclose(dm.model_input("test"), p1.transform(dm.splits["test"].X.toarray()), rtol=1e-5,
                                atol=1e-5)
     changing_train = adata.copy()           # a control: changing training cells does change the projection
@@ -68,7 +71,7 @@ def test_csr_is_never_densified():
     z = proj.transform(x[:1000])
     assert proj.components_.shape == (4, 400_000) and z.shape == (1000, 4) and np.isfinite(z).all()
     # and the projection of a CSR block equals that of the dense block (both branches of transform)
-    small = random_csr(50, 30, 0.3, seed=4)
+    small = random_csr(50, 30, 0.6, seed=4)      # dense enough for the densified-block branch
     p = GeneProjection(5, max_cells=None).fit(small)
     np.testing.assert_allclose(p.transform(small), p.transform(small.toarray()), rtol=1e-5, atol=1e-5)
     sparse_small = random_csr(50, 300, 0.01, seed=5)
@@ -81,6 +84,9 @@ def test_bad_settings_are_clear_errors():
         CiteDataModule(simulate_cite(n_cells=60, n_genes=40, n_proteins=4), preprocess={"svd_components": 0})
     with pytest.raises(DataError, match="svd_components"):
         CiteDataModule(simulate_cite(n_cells=60, n_genes=40, n_proteins=4), preprocess={"svd_components": "64"})
+    with pytest.raises(DataError, match="svd_scale"):
+        CiteDataModule(simulate_cite(n_cells=60, n_genes=40, n_proteins=4),
+                       preprocess={"svd_components": 4, "svd_scale": "unit"})
     with pytest.raises(DataError, match="expects 30 genes"):
         GeneProjection(3).fit(random_csr(20, 30, 0.3)).transform(np.zeros((2, 31), np.float32))
 
@@ -181,12 +187,21 @@ def test_every_model_trains_on_svd_components(tmp_path, model_name, extra):
 @pytest.mark.slow
 def test_time_to_accuracy_benchmark_quick_mode(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--time-to-accuracy",
-                           "--quick", "--authors-python", "none", "--threads", "1", "--out", str(tmp_path),
-                           "--variant", "svd=data.preprocess.svd_components=8"],
+                           "--quick", "--authors-python", "none", "--threads", "1", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((tmp_path / "time_to_accuracy.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["ours (default)", "ours (svd)"]
+    assert [r["method"] for r in rows] == ["ours (default)"]
     assert all(r["wall_s"] > 0 and -1 <= r["test_pearson_cell"] <= 1 for r in rows)
     assert (tmp_path / "time_to_accuracy.csv").exists() and "| quick |" in proc.stdout
     assert (tmp_path / "time_to_accuracy.md").exists()
+
+
+def test_time_to_accuracy_variants_parse():
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from benchmark_time_to_accuracy import parse_variants
+
+    assert parse_variants(["svd=data.preprocess.svd_components=64+trainer.max_epochs=5"]) == [
+        ("ours (default)", []), ("ours (svd)", ["data.preprocess.svd_components=64", "trainer.max_epochs=5"])]
+    with pytest.raises(SystemExit, match="NAME=OVERRIDE"):
+        parse_variants(["no_overrides"])

@@ -11,7 +11,7 @@ from conftest import run_train
 from crossmodalnet.data.validate import DataError
 
 COMMON = ("experiment=demo_fast", "torch_threads=1", "trainer.accelerator=cpu", "trainer.max_epochs=4",
-          "data.source.n_cells=250", "data.source.n_genes=60", "model.latent_dim=16", "uncertainty.enabled=false",
+          "data.source.n_cells=250", "data.source.n_genes=60", "model.latent_dim=16", "uncertainty.enabled=false", "++plots=false",
           "callbacks.early_stopping.patience=2")
 
 
@@ -109,4 +109,5 @@ def test_gpu_requested_where_there_is_none_is_one_line(tmp_path):
     proc, _ = run_train(tmp_path, *COMMON, "trainer.accelerator=gpu", expect_ok=False)
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: trainer:") and "trainer.accelerator=cpu" in last and "Traceback" not in proc.stderr
+    assert last.startswith("error: trainer: trainer.accelerator=gpu") and "trainer.accelerator=cpu" in last
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run" / "split.csv").exists()  # before the data

@@ -16,8 +16,8 @@ from crossmodalnet.interpret.cli import main as saliency_main
 from crossmodalnet.interpret.gsea import gsea_prerank, read_gmt
 from crossmodalnet.interpret.recovery import causal_sets, gene_protein_correlation, ranking_recovery
 from conftest import shared_data
-from crossmodalnet.interpret.saliency import (METHODS, batch_gradients, captum_attributions, protein_indices,
-                                              saliency, saliency_from_batches)
+from crossmodalnet.interpret.saliency import (DEFAULT_METHOD, METHODS, batch_gradients, captum_attributions,
+                                              protein_indices, saliency, saliency_from_batches)
 from crossmodalnet.predict import load_model
 
 
@@ -95,9 +95,9 @@ def test_saliency_api_tables_and_anndata(model, cells):
                                atol=1e-6)
     top = one.top("P003_G00111", k=10)
     assert len(top) == 10 and list(top["rank"]) == list(range(1, 11))
-    assert (np.diff(np.abs(top["saliency"])) <= 1e-12).all()  # ranked by |gamma|
-    by_abs = one.top("P003_G00111", k=5, by="absolute")
-    assert (np.diff(by_abs["abs_saliency"]) <= 1e-12).all()
+    assert (np.diff(top["abs_saliency"]) <= 1e-12).all()  # the default: sum of |per-cell attribution|
+    by_gamma = one.top("P003_G00111", k=5, by="magnitude")
+    assert (np.diff(np.abs(by_gamma["saliency"])) <= 1e-12).all()  # ranked by |gamma|
     long = every.to_long()
     assert len(long) == 12 * 200 and set(long.columns) >= {"protein", "gene", "saliency", "abs_saliency", "rank"}
     target = cells[:, ::-1].copy()  # genes in another order: varm follows the AnnData's own order
@@ -275,9 +275,10 @@ def test_attributions_of_the_trained_network_are_wired_to_the_right_protein_and_
 
 
 def test_method_option_reaches_the_api_and_unknown_method_is_a_clear_error(model, cells):
-    plain = saliency(model, cells, ["P003_G00111"], time_key="day", max_cells=40)
+    plain = saliency(model, cells, ["P003_G00111"], time_key="day", max_cells=40, method="gradient")
     gxi = saliency(model, cells, ["P003_G00111"], time_key="day", max_cells=40, method="grad_x_input")
     assert plain.meta["method"] == "gradient" and gxi.meta["method"] == "grad_x_input"
+    assert saliency(model, cells, ["P003_G00111"], time_key="day", max_cells=5).meta["method"] == DEFAULT_METHOD
     assert gxi.n_cells == 40 and not np.allclose(gxi.signed.to_numpy(), plain.signed.to_numpy())
     # genes never expressed in these cells get exactly zero attribution from gradient x input
     silent = plain.meta["mean_expression"].to_numpy() == 0

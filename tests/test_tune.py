@@ -255,28 +255,35 @@ SWEEP = ("experiment=demo_fast", "tune.num_samples=3", "trainer.max_epochs=3", "
          "tune.seed=1")
 
 
-def _interrupt_when_second_trial_has_a_checkpoint(experiment_dir: Path, timeout: float = 300) -> threading.Thread:
+def _interrupt_when_second_trial_has_a_checkpoint(experiment_dir: Path, timeout: float = 300):
     """Ctrl+C (SIGINT to this process) as soon as trial 1 reported its first epoch's checkpoint to Tune (trial 0
-    has finished by then: trials run one at a time), leaving it two epochs short of its end."""
+    has finished by then: trials run one at a time), leaving it two epochs short of its end. Returns the watcher
+    and an event that disarms it: a SIGINT must never reach a later test once the sweep has returned."""
+    done = threading.Event()
+
     def watch():
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
+        while time.monotonic() < end and not done.is_set():
             if any(experiment_dir.glob("trial_*_00001/checkpoint_*")):
-                os.kill(os.getpid(), signal.SIGINT)
+                if not done.is_set():
+                    os.kill(os.getpid(), signal.SIGINT)
                 return
             time.sleep(0.05)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
-    return thread
+    return thread, done
 
 
 @pytest.mark.slow
 def test_sweep_interrupted_resumed_and_best_config_retrains(tmp_path, local_ray):
     run_dir = tmp_path / "sweep_run"
     cfg, choices = compose_tune(*SWEEP, f"paths.output_dir={run_dir}")
-    watcher = _interrupt_when_second_trial_has_a_checkpoint(run_dir / "sweep")
-    first = run_sweep(cfg, choices)  # same process as the local Ray: it reuses it
+    watcher, sweep_returned = _interrupt_when_second_trial_has_a_checkpoint(run_dir / "sweep")
+    try:
+        first = run_sweep(cfg, choices)  # same process as the local Ray: it reuses it
+    finally:
+        sweep_returned.set()
     watcher.join(timeout=5)
     assert first.interrupted and not first.resumed
     done = first.table[first.table.status == "COMPLETED"]

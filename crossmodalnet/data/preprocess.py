@@ -66,6 +66,7 @@ class Preprocessor:
     svd_n_iter: int = 3
     svd_max_cells: int | None = 20_000
     svd_seed: int = 0
+    svd_scale: str = "global"
     genes_: np.ndarray | None = field(default=None, init=False)
     dsb_: DSB | None = field(default=None, init=False)
     projection_: GeneProjection | None = field(default=None, init=False)
@@ -79,7 +80,8 @@ class Preprocessor:
             if isinstance(self.svd_components, bool) or not isinstance(self.svd_components, int):
                 raise DataError(f"data.preprocess.svd_components must be an integer or null, got "
                                 f"{self.svd_components!r}")
-            GeneProjection(self.svd_components, n_iter=self.svd_n_iter, max_cells=self.svd_max_cells)
+            GeneProjection(self.svd_components, n_iter=self.svd_n_iter, max_cells=self.svd_max_cells,
+                           scale=self.svd_scale)
         if self.target_sum <= 0:
             raise DataError(f"preprocess.target_sum must be > 0, got {self.target_sum}")
         if self.min_cells < 0:
@@ -197,7 +199,8 @@ class Preprocessor:
         self.projection_ = None
         if self.svd_components is not None:
             self.projection_ = GeneProjection(int(self.svd_components), n_iter=int(self.svd_n_iter),
-                                              max_cells=self.svd_max_cells, seed=int(self.svd_seed)).fit(x_train)
+                                              max_cells=self.svd_max_cells, seed=int(self.svd_seed),
+                                              scale=self.svd_scale).fit(x_train)
         return self.projection_
 
     def project(self, x):

@@ -23,8 +23,8 @@ RANK_BY = ("magnitude", "absolute", "signed")
 # = METHODS / DEFAULT_METHOD / DEFAULT_RANK_BY of crossmodalnet.interpret.saliency, copied for the same reason
 # (tests/test_saliency.py checks they match)
 METHODS = ("gradient", "grad_x_input", "integrated_gradients", "integrated_gradients_mean", "smoothgrad")
-DEFAULT_METHOD = "gradient"
-DEFAULT_RANK_BY = "magnitude"
+DEFAULT_METHOD = "grad_x_input"
+DEFAULT_RANK_BY = "absolute"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ from crossmodalnet.data.timepoints import TimeAxis
 from crossmodalnet.losses import (ADVERSARIAL_LOSSES, RECONSTRUCTIONS, adversarial_loss, discriminator_loss,
                                   gradient_penalty, nlc_loss, reconstruction_loss)
 from crossmodalnet.distributed import all_reduce_mean, loss_scale, sync_gradients, world_size
+from crossmodalnet.guards import check_finite, position
 from crossmodalnet.models.base import ProteinRegressor, adam
 from crossmodalnet.models.gradnorm import GradNorm
 from crossmodalnet.models.network import CrossmodalNetwork, first_layer
@@ -41,6 +42,9 @@ def _gram(x: torch.Tensor) -> torch.Tensor:
 
 class CrossmodalNet(ProteinRegressor):
     """Hyperparameter names and defaults follow the paper's Table S1."""
+
+    # what each optimiser of configure_optimizers updates, for the non-finite gradient guard's message
+    optimizer_terms = ("NLC + Fader (generator)", "discriminator", "GradNorm")
 
     def __init__(
         self,
@@ -129,6 +133,7 @@ class CrossmodalNet(ProteinRegressor):
         ce = discriminator_loss(logits, batch["time_index"])
         penalty = gradient_penalty(logits, z)
         loss = ce + self.hparams.dis_gradient_penalty * penalty
+        check_finite({"discriminator": loss}, *position(self))
         scale = loss_scale(self, batch["y"].shape[0])  # data-parallel: this rank's share of the global batch
         if scale != 1.0:
             loss, ce, penalty = loss * scale, ce * scale, penalty * scale
@@ -244,6 +249,11 @@ class CrossmodalNet(ProteinRegressor):
         coefs = [w1, w2, torch.ones_like(w1)]   # the fixed-weight adversarial term (if any) has weight 1
         # GradNorm: closed-form gradient of L_G w.r.t. (w1, w2), from the pre-update network
         gn = self.gradnorm.weight_gradient(torch.stack([nlc.detach(), second.detach()]), tg["norms"])
+        checked = {"NLC": nlc, "Fader" if self.hparams.adversary_in_gradnorm else "reconstruction": second,
+                   "GradNorm": gn["loss"]}
+        if terms["adv"] is not None:
+            checked["adversarial"] = terms["adv"]
+        check_finite(checked, *position(self))
         # network gradients of the weighted loss w1 * NLC + w2 * second (+ extra) alone
         gen_opt.zero_grad(set_to_none=True)
         if "params" in tg:
