@@ -387,9 +387,11 @@ def _scheduler(s: DictConfig, cfg: DictConfig):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    # one iteration per epoch, plus the trial's final report (test metrics) after the last epoch
+    # time = the trial's epoch (not Tune's iteration count, which a trial resumed from its checkpoint advances
+    # again for the epochs it re-does); max_t one past the last epoch, so ASHA never stops a trial that survived
+    # every rung before its final report (test metrics, same epoch as the last one)
     max_t = int(cfg.trainer.max_epochs) + 1
-    return ASHAScheduler(time_attr="training_iteration", max_t=max_t,
+    return ASHAScheduler(time_attr="epoch", max_t=max_t,
                          grace_period=min(int(s.asha_grace_period), max_t), reduction_factor=s.asha_reduction_factor)
 
 

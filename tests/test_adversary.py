@@ -3,12 +3,16 @@ adversary keeps the time out of z as far as the data allow.
 
 A test that re-implements the specification cannot catch a specification error (v0.2's Fader weight fell to the
 floor and its discriminator read the time from z at ~95% while every formula test passed), so this one trains the
-default model through `python train.py` and checks what it learned. Thresholds come from the default run on seeds
-0, 1, 2 (docs/formulation.md), with margin:
-- smallest GradNorm weights during training: NLC 0.98-1.00, Fader 0.28-0.33 (v0.2: Fader 1e-4, the floor);
-- the model's discriminator on the test latents: accuracy 0.61-0.65, at or below what a probe reads from the
-  simulator's true basal state (0.64-0.68: later days lie further along the continuum, so part of the time is
-  biology that a z keeping the cell state must keep); chance 0.35; v0.2 ~0.95, the paper's formula 0.83-0.90.
+default model through `python train.py` and checks what it learned. Thresholds come from the default
+formulation's runs on seeds 0, 1, 2 (docs/formulation.md), with margin:
+- smallest GradNorm weights during training: NLC 0.98-1.00, Fader 0.31-0.71 (v0.2: Fader 1e-4, the floor);
+- the model's discriminator on the test latents: accuracy 0.09-0.30 with cross-entropy 1.7-3.5 (chance 0.35 and
+  1.10): it cannot read the time from z (the generator keeps it confused), while a probe on the genes reads the day
+  at 0.97 and one on the simulator's true basal state at 0.64-0.68. v0.2 (Fader weight at the floor): accuracy
+  ~0.95, CE 0.18; the paper's formula: 0.82-0.89;
+- test per-cell Pearson 0.88-0.93.
+A fresh probe fitted on z after training still reads the day at 0.90-0.93 (metrics.json `test/time_probe_accuracy`):
+the adversary hides the time from its discriminator; it does not erase it from z (docs/formulation.md).
 """
 from __future__ import annotations
 
@@ -25,9 +29,9 @@ def test_default_run_keeps_both_tasks_and_hides_the_time_from_the_discriminator(
     assert abs(m["train/final_w_nlc"] + m["train/final_w_fader"] - 2.0) < 1e-4
     # the adversary: the discriminator reads no more time from z than the biology carries, far below what the
     # genes carry (a probe on the input reads the day at ~0.97)
-    assert m["test/time_dis_accuracy"] <= m["test/time_probe_basal_accuracy"] + 0.10, m
-    assert m["test/time_dis_accuracy"] < m["test/time_probe_input_accuracy"] - 0.2, m
-    assert m["test/time_dis_ce"] > 0.6            # v0.2: 0.18; chance (log 3) 1.10
+    assert m["test/time_dis_accuracy"] <= m["test/time_chance_accuracy"] + 0.15, m
+    assert m["test/time_dis_accuracy"] < m["test/time_probe_input_accuracy"] - 0.4, m
+    assert m["test/time_dis_ce"] > m["test/time_chance_ce"] - 0.2, m   # v0.2: 0.18; chance (log 3) 1.10
     # ... without giving up accuracy
     assert m["test/pearson_cell"] > 0.88
     assert m["test/pearson_cell"] > m["test/baseline_train_mean/pearson_cell"] + 0.1

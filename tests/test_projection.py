@@ -122,6 +122,10 @@ def test_saliency_through_the_projection_equals_autograd_on_the_genes():
     np.testing.assert_allclose(acc.absolute, reference.abs().sum(1).numpy(), rtol=1e-4, atol=1e-5)
     gamma_only = saliency_from_batches(model, [(xd, tw)], list(range(5)), 50, per_cell=False)
     np.testing.assert_allclose(gamma_only.signed, reference.sum(1).numpy(), rtol=1e-4, atol=1e-5)
+    # a Captum method goes through the same projection (gradient x input of the genes)
+    gxi = saliency_from_batches(model, [(xd, tw)], list(range(5)), 50, method="grad_x_input")
+    np.testing.assert_allclose(gxi.signed, (reference * torch.from_numpy(xd)).sum(1).numpy(), rtol=1e-4,
+                               atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +209,23 @@ def test_time_to_accuracy_variants_parse():
         ("ours (default)", []), ("ours (svd)", ["data.preprocess.svd_components=64", "trainer.max_epochs=5"])]
     with pytest.raises(SystemExit, match="NAME=OVERRIDE"):
         parse_variants(["no_overrides"])
+
+
+@pytest.mark.slow
+def test_a_baseline_saved_with_the_projection_predicts_new_files(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from crossmodalnet.loading import load_trained
+    from crossmodalnet.predict import predict
+    from crossmodalnet.train import CONFIG_DIR, train
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            "experiment=demo_fast", "model=ridge", "data.preprocess.svd_components=8", "torch_threads=1",
+            "+plots=false", f"paths.output_dir={tmp_path}"])
+    metrics = train(cfg)
+    expected = ad.read_h5ad(tmp_path / "predictions.h5ad")
+    cells = simulate_cite(n_cells=300, n_genes=200, n_proteins=12, seed=0)[expected.obs_names]
+    order = np.random.default_rng(0).permutation(cells.n_vars)
+    got = predict(load_trained(metrics["model_file"]), cells[:, order].copy())
+    np.testing.assert_allclose(got.X, expected.X, rtol=1e-5, atol=1e-5)

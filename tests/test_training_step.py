@@ -180,9 +180,9 @@ def test_network_gradient_is_the_weighted_loss_gradient_alone(formulation, gradn
         adv = (-log_p.mean(1) - np.log(3)).mean()
     nlc = nlc_loss(pred, batch["y"])
     if hp.adversary_in_gradnorm:
-        total = 0.6 * nlc + 1.4 * (recon + 0.5 * adv)
+        total = 0.6 * nlc + 1.4 * (recon + hp.dis_lambda * adv)
     else:
-        total = 0.6 * nlc + 1.4 * recon + 0.5 * adv
+        total = 0.6 * nlc + 1.4 * recon + hp.dis_lambda * adv
     expected = torch.autograd.grad(total, net.generator_parameters())
     for p, g in zip(model.network.generator_parameters(), expected):
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
@@ -238,7 +238,7 @@ def test_default_formulation_keeps_both_tasks_positive():
     batch["time_index"] = torch.zeros_like(batch["time_index"])
     terms = model.task_losses(first_layer(batch["x"], model.network.input_layer), batch)
     assert terms["nlc"].item() >= 0 and terms["second"].item() > 0    # NLC and MSE: GradNorm's two tasks
-    assert terms["extra"] is not None and terms["extra"].item() < 0     # -lambda CE, outside GradNorm
+    assert terms["extra"] is not None and terms["extra"].item() > 0     # lambda KL(U || P), outside GradNorm
     confusion = make_model(dis_lambda=2.0, adversarial_loss="confusion", adversary_in_gradnorm=True)
     confusion.network.load_state_dict(model.network.state_dict())
     terms = confusion.task_losses(first_layer(batch["x"], confusion.network.input_layer), batch)

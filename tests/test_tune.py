@@ -82,7 +82,13 @@ def test_table_s1_rows_are_model_config_keys_with_the_published_defaults(tune_cf
     for name, hp in space.items():
         assert hp.default == PUBLISHED[name][2], name
         key = name.split(".", 1)[1]
-        assert MODEL_CFG[key] == hp.default, f"{name}: model config default {MODEL_CFG[key]} != Table S1 {hp.default}"
+        expected = DEPARTURES_FROM_TABLE_S1.get(key, hp.default)
+        assert MODEL_CFG[key] == expected, f"{name}: model config default {MODEL_CFG[key]} != {expected}"
+
+
+# model defaults that differ from Table S1 on purpose, each measured (docs/formulation.md): with the bounded
+# confusion adversary, dis_lambda 0.5 cost 0.04 test per-cell Pearson on the simulator; 0.1 is the default
+DEPARTURES_FROM_TABLE_S1 = {"dis_lambda": 0.1}
 
 
 def test_table_s1_domains_sample_the_published_laws(tune_cfg):
@@ -200,7 +206,7 @@ def test_asha_is_optional_and_counts_epochs():
                           "tune.asha_grace_period=5")
     asha = _scheduler(cfg.tune, cfg)
     assert isinstance(asha, ASHAScheduler)
-    assert asha._time_attr == "training_iteration" and asha._max_t == 31  # epochs + the final report
+    assert asha._time_attr == "epoch" and asha._max_t == 31  # one past the last epoch: the final report arrives
     assert min(milestone for milestone, _ in asha._brackets[0]._rungs) == 5  # the grace period
 
 
@@ -251,20 +257,22 @@ def local_ray():
 
 
 # one trial at a time, so the interruption finds trial 0 finished, trial 1 mid-way and trial 2 not started
-SWEEP = ("experiment=demo_fast", "tune.num_samples=3", "trainer.max_epochs=3", "tune.max_concurrent_trials=1",
+SWEEP = ("experiment=demo_fast", "tune.num_samples=3", "trainer.max_epochs=4", "tune.max_concurrent_trials=1",
          "tune.seed=1")
 
 
 def _interrupt_when_second_trial_has_a_checkpoint(experiment_dir: Path, timeout: float = 300):
-    """Ctrl+C (SIGINT to this process) as soon as trial 1 reported its first epoch's checkpoint to Tune (trial 0
-    has finished by then: trials run one at a time), leaving it two epochs short of its end. Returns the watcher
-    and an event that disarms it: a SIGINT must never reach a later test once the sweep has returned."""
+    """Ctrl+C (SIGINT to this process) once Tune has processed trial 1's second epoch (trial 0 has finished by then:
+    trials run one at a time), leaving it two epochs short of its end. Not on the first checkpoint directory: it
+    appears while Tune copies it, before the driver has registered it with the trial. Returns the watcher and an
+    event that disarms it: a SIGINT must never reach a later test once the sweep has returned."""
     done = threading.Event()
 
     def watch():
         end = time.monotonic() + timeout
         while time.monotonic() < end and not done.is_set():
-            if any(experiment_dir.glob("trial_*_00001/checkpoint_*")):
+            progress = list(experiment_dir.glob("trial_*_00001/progress.csv"))  # written by the driver
+            if progress and len(progress[0].read_text().splitlines()) >= 3:     # header + epochs 1 and 2
                 if not done.is_set():
                     os.kill(os.getpid(), signal.SIGINT)
                 return
@@ -289,7 +297,7 @@ def test_sweep_interrupted_resumed_and_best_config_retrains(tmp_path, local_ray)
     done = first.table[first.table.status == "COMPLETED"]
     assert list(done.trial_index) == [0], first.table[["trial_id", "status", "epochs"]]
     midway = first.table[first.table.trial_index == 1]
-    assert len(midway) == 1 and 1 <= midway.epochs.item() < 3, first.table[["trial_id", "status", "epochs"]]
+    assert len(midway) == 1 and 2 <= midway.epochs.item() < 4, first.table[["trial_id", "status", "epochs"]]
     stamps = {t: (Path(d) / "metrics.json").stat().st_mtime_ns for t, d in zip(done.trial_id, done.run_dir)}
 
     # a new sweep in the same place is refused; the same command resumes (here through the CLI, joining this Ray)
@@ -308,10 +316,10 @@ def test_sweep_interrupted_resumed_and_best_config_retrains(tmp_path, local_ray)
         assert (Path(run) / "metrics.json").stat().st_mtime_ns == stamp, trial_id
     metric = "val/pearson_cell_max"
     assert table[metric].is_monotonic_decreasing and table[metric].between(-1, 1).all()
-    assert (table.epochs == 3).all() and table["test/pearson_cell"].notna().all()
+    assert (table.epochs == 4).all() and table["test/pearson_cell"].notna().all()
     # the trial cut off mid-way continued from its Tune checkpoint (train's ckpt_path), not from epoch 0
     resumed = json.loads((Path(table.run_dir[table.trial_index == 1].item()) / "metrics.json").read_text())
-    assert 1 <= resumed["train/epochs_before_resume"] < 3 and resumed["epochs"] == 3
+    assert 1 <= resumed["train/epochs_before_resume"] < 4 and resumed["epochs"] == 4
     for index in (0, 2):  # the finished trial and the one that had not started ran in one go
         other = json.loads((Path(table.run_dir[table.trial_index == index].item()) / "metrics.json").read_text())
         assert "train/epochs_before_resume" not in other

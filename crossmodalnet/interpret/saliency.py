@@ -13,7 +13,9 @@ from an all-zero = no-expression baseline, times the difference), ``integrated_g
 mean expression) and ``smoothgrad`` (gradient averaged over Gaussian-noised copies of the cell). Every method
 works on any module ``module(x, time_weights)`` with the genes as its input ``x``: to attribute a model that sees
 a projection of the genes (e.g. SVD components), wrap it in a module that applies the projection first and
-attribute that wrapper (the gradients then flow back to the genes).
+attribute that wrapper (the gradients then flow back to the genes). A model trained on
+``data.preprocess.svd_components`` carries its projection (``model.projection``) and is wrapped here
+automatically (:class:`ProjectedInput`).
 """
 from __future__ import annotations
 
