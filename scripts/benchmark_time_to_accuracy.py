@@ -165,17 +165,17 @@ def main(argv: list[str] | None = None) -> int:
         paths = prepare(size, out)
         size_rows = []
         for rep in range(args.repeats):
+            if authors:  # first: the reference every other row is compared with
+                row = {"size": size, "method": f"authors 0.1.0 ({args.authors_optimizer})", "overrides": "",
+                       **run_authors(paths, args.authors_python, args.threads, args.quick, args.authors_optimizer)}
+                size_rows.append(row)
+                print(f"{size} authors: {row}", file=sys.stderr, flush=True)
             for name, overrides in variants:
                 run_dir = out / "runs" / f"{stamp}-{size}-{len(size_rows)}"
                 row = {"size": size, "method": name, "overrides": " ".join(overrides),
                        **run_ours(paths, run_dir, overrides, args.threads, args.quick)}
                 size_rows.append(row)
                 print(f"{size} {name}: {row}", file=sys.stderr, flush=True)
-            if authors:
-                row = {"size": size, "method": f"authors 0.1.0 ({args.authors_optimizer})", "overrides": "",
-                       **run_authors(paths, args.authors_python, args.threads, args.quick, args.authors_optimizer)}
-                size_rows.append(row)
-                print(f"{size} authors: {row}", file=sys.stderr, flush=True)
         ref = [r["wall_s"] for r in size_rows if r["method"].startswith("authors")]
         for r in size_rows:
             r["speedup_vs_authors"] = (sum(ref) / len(ref)) / r["wall_s"] if ref else None

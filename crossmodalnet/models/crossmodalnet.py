@@ -134,7 +134,8 @@ class CrossmodalNet(ProteinRegressor):
         ce = discriminator_loss(logits, batch["time_index"])
         penalty = gradient_penalty(logits, z)
         loss = ce + self.hparams.dis_gradient_penalty * penalty
-        check_finite({"discriminator": loss}, *position(self))
+        # every rank checks the same (rank-averaged) value, so a NaN on one rank stops all of them together
+        check_finite({"discriminator": all_reduce_mean(self, [loss.detach()])[0]}, *position(self))
         scale = loss_scale(self, batch["y"].shape[0])  # data-parallel: this rank's share of the global batch
         if scale != 1.0:
             loss, ce, penalty = loss * scale, ce * scale, penalty * scale

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from crossmodalnet.baselines.base import warn_ignored
+from crossmodalnet.distributed import all_reduce_mean, loss_scale
 from crossmodalnet.guards import check_finite, position
 from crossmodalnet.losses import nlc_loss
-from crossmodalnet.distributed import loss_scale
 from crossmodalnet.models.base import ProteinRegressor, adam
 from crossmodalnet.models.network import CrossmodalNetwork
 
@@ -64,7 +64,8 @@ class MLP(ProteinRegressor):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["x"]), batch["y"])
-        check_finite({self.hparams.loss.upper(): loss}, *position(self))  # stop before a NaN reaches the weights
+        # stop before a NaN reaches the weights; the rank-averaged value, so every rank of a DDP run stops together
+        check_finite({self.hparams.loss.upper(): all_reduce_mean(self, [loss.detach()])[0]}, *position(self))
         self.log(f"train/{self.hparams.loss}", loss.detach(), on_step=False, on_epoch=True,
                  batch_size=batch["y"].shape[0])
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=batch["y"].shape[0])
