@@ -299,15 +299,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{_markdown(layer, ['density', 'dense_ms', 'sparse_ms', 'sparse_over_dense'])}\n")
     print(report)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmark.json").write_text(json.dumps({"header": header, "sizes": rows, "first_layer": layer},
-                                                   indent=2))
-    import csv
-    with open(out / "benchmark.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "benchmark.md").write_text(report)
+    from benchmark_time_to_accuracy import write_report
+
+    write_report(out, "benchmark", report, {"header": header, "sizes": rows, "first_layer": layer}, rows, columns)
     return 0
 
 

@@ -185,13 +185,19 @@ def main(argv: list[str] | None = None) -> int:
               f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}")
     report = f"{header}\n\n{_markdown(rows, COLUMNS)}\n"
     print(report)
-    (out / "time_to_accuracy.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
-    with open(out / "time_to_accuracy.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+    write_report(out, "time_to_accuracy", report, {"header": header, "rows": rows}, rows, COLUMNS)
+    return 0
+
+
+def write_report(out: Path, stem: str, report: str, payload: dict, rows: list[dict], columns: list[str]) -> None:
+    """``<stem>.md`` (the printed report), ``<stem>.json`` (``payload``) and ``<stem>.csv`` (``rows``) under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2))
+    with open(out / f"{stem}.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    (out / "time_to_accuracy.md").write_text(report)
-    return 0
+    (out / f"{stem}.md").write_text(report)
 
 
 if __name__ == "__main__":
