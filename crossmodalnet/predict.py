@@ -135,6 +135,13 @@ def align_genes(model_genes: list[str], input_genes, min_shared: float = 0.5, wh
     return GeneAlignment(n_model, pos[present].astype(np.int64), np.flatnonzero(present), missing, identity)
 
 
+def _align_csr(raw: sp.csr_matrix, al: GeneAlignment) -> sp.csr_matrix:
+    """The model's gene columns of a CSR block, staying sparse (missing genes are implicit zeros)."""
+    sub = raw[:, al.src].tocoo()
+    return sp.csr_matrix((sub.data, (sub.row, al.dst[sub.col])), shape=(raw.shape[0], al.n_model),
+                         dtype=np.float32)
+
+
 def _rows(matrix, start: int, stop: int):
     """Rows [start, stop) of an in-memory or backed matrix, as CSR or a dense float32 array."""
     block = matrix[start:stop]
@@ -167,25 +174,32 @@ class GeneSource:
     integer_counts: bool = True     # raw counts must be whole numbers (as in training)
     ranges: RangeMonitor | None = None
 
-    def batches(self, batch_size: int) -> Iterator[tuple[int, int, np.ndarray]]:
-        """(start, stop, dense float32 block of the model's genes) for consecutive blocks of cells; after the
-        last block, cells far outside the training range (if any) are reported in one warning."""
+    def batches(self, batch_size: int, sparse: bool = False) -> Iterator[tuple[int, int, Any]]:
+        """(start, stop, float32 block of the model's genes) for consecutive blocks of cells: dense, or CSR where
+        the input is sparse and ``sparse`` (a model on SVD components projects CSR directly: densifying 22,050
+        genes per cell cost more than the whole network). After the last block, cells far outside the training
+        range (if any) are reported in one warning."""
         from crossmodalnet._progress import MIN_CELLS, progress
 
         n = self.matrix.shape[0]
         starts = range(0, n, batch_size)  # a progress bar on large inputs (predict and saliency both read here)
         for start in progress(starts, len(starts), f"{n:,} cells", show=n >= MIN_CELLS):
             stop = min(start + batch_size, n)
-            yield start, stop, self.block(start, stop)
+            yield start, stop, self.block(start, stop, sparse=sparse)
         if self.ranges is not None:
             self.ranges.report(n, self.where)
 
-    def block(self, start: int, stop: int) -> np.ndarray:
+    def block(self, start: int, stop: int, sparse: bool = False):
         raw = _rows(self.matrix, start, stop)
         self._check(raw, start, stop)
         if self.method == "log_normalize":  # library size over all of the file's genes, as in training
             raw = log_normalize_counts(sp.csr_matrix(raw), self.target_sum)
         al = self.alignment
+        if sparse and sp.issparse(raw):
+            out = raw if al.identity else _align_csr(raw, al)
+            if self.ranges is not None and not self.ranges.update_sparse(out, start, self.obs_names):
+                self.ranges.update(out.toarray(), start, self.obs_names)  # a gene whose zeros are out of range
+            return out
         if al.identity:
             out = raw.toarray() if sp.issparse(raw) else np.ascontiguousarray(raw)
         else:
@@ -228,6 +242,7 @@ class RangeMonitor:
         self.gene_names = gene_names
         self.n_cells = 0
         self.worst: tuple[float, str, int, float] | None = None  # (excess in tolerances, cell, gene column, value)
+        self._zero_far: bool | None = None  # does a 0 lie far outside some gene's training range?
 
     def update(self, block: np.ndarray, start: int, obs_names) -> None:
         """Count the block's cells with a far-out value; keep the most extreme one."""
@@ -241,6 +256,28 @@ class RangeMonitor:
         if self.worst is None or excess[r, c] > self.worst[0]:
             cell = str(obs_names[start + r]) if obs_names is not None else f"row {start + r}"
             self.worst = (float(excess[r, c]), cell, c, float(block[r, c]))
+
+    def update_sparse(self, block: sp.csr_matrix, start: int, obs_names) -> bool:
+        """``update`` on CSR without densifying: stored values are scored, and the implicit zeros need none when
+        zero lies within every gene's tolerance (log-normalised data: training minimum 0). False = not decided
+        here (some gene's zeros are far out): the caller falls back to the dense block."""
+        if self._zero_far is None:
+            self._zero_far = bool((np.maximum(-self.hi, self.lo) / self.tolerance - 1.0 > 0).any())
+        if self._zero_far:
+            return False
+        cols = block.indices
+        excess = np.maximum(block.data - self.hi[cols], self.lo[cols] - block.data) / self.tolerance[cols] - 1.0
+        far = excess > 0
+        if not far.any():
+            return True
+        entry_rows = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
+        self.n_cells += int(np.unique(entry_rows[far]).size)
+        i = int(np.argmax(np.where(far, excess, -np.inf)))
+        if self.worst is None or excess[i] > self.worst[0]:
+            r = int(entry_rows[i])
+            cell = str(obs_names[start + r]) if obs_names is not None else f"row {start + r}"
+            self.worst = (float(excess[i]), cell, int(cols[i]), float(block.data[i]))
+        return True
 
     def report(self, n_total: int, where: str) -> None:
         """One warning with the count of such cells and the worst example (nothing when there are none)."""
@@ -378,7 +415,8 @@ def predict(model, adata: ad.AnnData, time: Any = None, time_key: str | None = N
     w_all = torch.from_numpy(weights)
     try:
         with torch.inference_mode():
-            for start, stop, x in source.batches(batch_size):
+            # an SVD-input model projects CSR blocks as they are (no densified genes)
+            for start, stop, x in source.batches(batch_size, sparse=getattr(model, "projection", None) is not None):
                 tw = None if time_mode == "none" else w_all[start:stop]
                 pred[start:stop] = model(torch.from_numpy(model_input(model, x)), tw).numpy()  # SVD: projected
     finally:

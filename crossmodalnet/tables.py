@@ -73,7 +73,10 @@ NO_TIME_AXIS = {"bmmc": "BMMC has no time points: its condition (obs 'batch') is
                         "unordered, so there is no intermediate time to hold out and interpolate"}
 
 # Every run: no progress bar, no loggers or figures (tables only need metrics.json).
-COMMON_OVERRIDES = ["callbacks.progress_bar=null", "logger=none", "++plots=false"]
+# The paper's input, the genes, whatever their number (svd_components=auto would read SVD components above 5,000
+# genes); a run may still pass --override data.preprocess.svd_components=128 to compare.
+COMMON_OVERRIDES = ["callbacks.progress_bar=null", "logger=none", "++plots=false",
+                    "data.preprocess.svd_components=null"]
 # --quick: tiny data and budgets, for CI and the tests (seconds per method).
 QUICK_DATA = ["data.source.n_cells=300", "data.source.n_genes=200", "data.source.n_proteins=12",
               "data.batch_size=64"]

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from crossmodalnet.distributed import DistributedTraining, GlobalBatchNormSync
 from crossmodalnet.resume import (check_accelerator, check_baseline_setup, check_resume_checkpoint,
                                   check_strategy, trainer_error)
 from crossmodalnet.latent_time import task_weight_summary
+from crossmodalnet.timing import StageClock
 
 log = logging.getLogger("crossmodalnet")
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -135,6 +135,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
 
     ``callbacks`` are added to those of ``cfg.callbacks`` (the Ray Tune trainable passes its reporter here).
     """
+    clock = StageClock()
     check_accelerator(cfg.trainer)  # no GPU here / a strategy the models cannot use: one line, before the data loads
     check_strategy(cfg.trainer)
     run_dir = prepare_from_config(cfg)  # refuses to replace a finished run unless overwrite=true
@@ -142,15 +143,16 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
 
-    dm = build_datamodule(cfg)
-    dm.setup("fit")
-    model = build_model(cfg, dm)
+    with clock("data"):
+        dm = build_datamodule(cfg)
+        dm.setup("fit")
+        model = build_model(cfg, dm)
     ckpt_path = cfg.get("ckpt_path")
     if isinstance(model, Baseline):  # linear, ridge, LightGBM, SVD + ridge, scIPENN: fit/predict, no Trainer
         check_baseline_setup(type(model).__name__, cfg.trainer, ckpt_path)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         dm.save_split(run_dir / "split.csv")
-        return train_baseline(cfg, model, dm, run_dir)
+        return train_baseline(cfg, model, dm, run_dir, clock)
     trainer = build_trainer(cfg, run_dir, callbacks)
     resumed_epochs = None
     if ckpt_path:  # another model, architecture or gene set: one line, before any process starts
@@ -160,9 +162,9 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     if trainer.global_rank == 0:  # data-parallel runs: only rank 0 writes the run dir
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         dm.save_split(run_dir / "split.csv")
-    fit_start = time.perf_counter()
-    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path or None)
-    fit_seconds = time.perf_counter() - fit_start
+    with clock("fit"):
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path or None)
+    fit_seconds = clock.seconds["fit"]
 
     weight_summary = task_weight_summary(model)  # of the trained model, before the best checkpoint is reloaded
     ckpt_cb = trainer.checkpoint_callback
@@ -170,10 +172,11 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     if best and not Path(best).is_file():  # a resumed run whose earlier best checkpoint is gone (another node)
         log.warning("best checkpoint %s is missing; testing the last epoch's model instead", best)
         best = None
-    if best:
-        model = type(model).load_from_checkpoint(best, map_location="cpu")
-    # every rank tests on the whole test split (its loader is not sharded), so all ranks agree ...
-    test_results = trainer.test(model, datamodule=dm, verbose=False)
+    with clock("test"):
+        if best:
+            model = type(model).load_from_checkpoint(best, map_location="cpu")
+        # every rank tests on the whole test split (its loader is not sharded), so all ranks agree ...
+        test_results = trainer.test(model, datamodule=dm, verbose=False)
     metrics = {k: float(v) for k, v in (test_results[0] if test_results else {}).items()}
     metrics.update(_training_summary(trainer))
     if resumed_epochs is not None:
@@ -182,45 +185,57 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         return metrics
     metrics.update(weight_summary)
     metrics["train/fit_seconds"] = fit_seconds
-    metrics.update(extra_metrics(model, dm, cfg))
-    store_calibration(model, run_dir, best)  # prediction intervals travel with the model (crossmodalnet-predict)
-    predictions = predict_split(model, dm, "test")
-    predictions.write_h5ad(run_dir / "predictions.h5ad")
-    if cfg.get("plots", True):  # run_dir/plots: training curves, time embedding, measured vs predicted
-        write_run_figures(model, dm, run_dir, predictions)
+    with clock("diagnostics"):  # time in z, prediction intervals, the train-mean reference
+        metrics.update(extra_metrics(model, dm, cfg))
+    with clock("write"):
+        store_calibration(model, run_dir, best)  # prediction intervals travel with the model (crossmodalnet-predict)
+        predictions = predict_split(model, dm, "test")
+        predictions.write_h5ad(run_dir / "predictions.h5ad")
+        if cfg.get("plots", True):  # run_dir/plots: training curves, time embedding, measured vs predicted
+            write_run_figures(model, dm, run_dir, predictions)
     if best:
         metrics["best_checkpoint"] = str(best)
     _warn_below_reference(metrics)
-    metrics = write_metrics(run_dir, metrics)  # refuses NaN/inf: a finished run's metrics are all finite
-    return metrics
+    return _finish(run_dir, metrics, clock)
 
 
-def train_baseline(cfg: DictConfig, model: Baseline, dm: CiteDataModule, run_dir: Path) -> dict[str, float]:
+def _finish(run_dir: Path, metrics: dict, clock: StageClock) -> dict:
+    """Stage times into the metrics and the log, then metrics.json (refuses NaN/inf: a finished run's metrics are
+    all finite)."""
+    metrics.update(clock.metrics())
+    log.info(clock.summary())
+    return write_metrics(run_dir, metrics)
+
+
+def train_baseline(cfg: DictConfig, model: Baseline, dm: CiteDataModule, run_dir: Path,
+                   clock: StageClock | None = None) -> dict[str, float]:
     """The fit/predict path: same data module, split and preprocessing, same run dir and metric names."""
     def proteins(split: str) -> np.ndarray:
         return dm.splits[split].obsm["protein"].to_numpy(dtype=np.float64)
 
+    clock = clock or StageClock()
     has_val = dm.splits["val"].n_obs > 0
-    fit_start = time.perf_counter()
-    model.fit(dm.model_input("train"), proteins("train"), dm.model_input("val") if has_val else None,
-              proteins("val") if has_val else None)
-    metrics: dict[str, Any] = {"train/fit_seconds": time.perf_counter() - fit_start}
+    with clock("fit"):
+        model.fit(dm.model_input("train"), proteins("train"), dm.model_input("val") if has_val else None,
+                  proteins("val") if has_val else None)
+    metrics: dict[str, Any] = {"train/fit_seconds": clock.seconds["fit"]}
     predictions = prediction_anndata(model.predict(dm.model_input("test")), dm, "test")
     metrics.update(regression_metrics(predictions.X, predictions.layers["measured"], prefix="test/"))
     if has_val:
         metrics.update(regression_metrics(model.predict(dm.model_input("val")), proteins("val"), prefix="val/"))
         metrics["val/best_pearson_cell"] = metrics["val/pearson_cell"]
     metrics.update({f"model/{k}": float(v) for k, v in model.params().items()})
-    metrics.update(extra_metrics(model, dm, cfg))
-    store_calibration(model, run_dir)
+    with clock("diagnostics"):
+        metrics.update(extra_metrics(model, dm, cfg))
     _warn_below_reference(metrics)
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
-    metrics["model_file"] = str(model.save(run_dir / "checkpoints" / f"{model.name}.joblib"))
-    predictions.write_h5ad(run_dir / "predictions.h5ad")
-    if cfg.get("plots", True):  # measured vs predicted (no training curves or time embedding here)
-        write_run_figures(model, dm, run_dir, predictions)
-    metrics = write_metrics(run_dir, metrics)  # refuses NaN/inf: a finished run's metrics are all finite
-    return metrics
+    with clock("write"):
+        store_calibration(model, run_dir)
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        metrics["model_file"] = str(model.save(run_dir / "checkpoints" / f"{model.name}.joblib"))
+        predictions.write_h5ad(run_dir / "predictions.h5ad")
+        if cfg.get("plots", True):  # measured vs predicted (no training curves or time embedding here)
+            write_run_figures(model, dm, run_dir, predictions)
+    return _finish(run_dir, metrics, clock)
 
 
 def store_calibration(model, run_dir: Path, checkpoint: str | None = None) -> None:

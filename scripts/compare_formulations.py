@@ -3,6 +3,8 @@
 Each run is a real ``python train.py`` in its own process (the path users take); metrics come from its metrics.json.
 
     python scripts/compare_formulations.py --seeds 0,1,2 --settings sim,sim_ood,bmmc --jobs 2 --out /tmp/formulations
+    python scripts/compare_formulations.py --formulations paper_stop,plateau --variant paper_stop=callbacks=default \
+        --variant plateau=callbacks=plateau --out /tmp/stopping       # any named set of overrides, e.g. stopping rules
 
 Writes ``runs.csv`` (one row per run) and ``summary.md`` (mean ± sd over seeds) under --out.
 """
@@ -118,8 +120,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("formulation-comparison"))
     parser.add_argument("--collect", action="store_true",
                         help="train nothing: summarise every finished run under --out")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=OVR[+OVR...]",
+                        help="add a named setting of Hydra overrides to the formulations (e.g. a stopping rule: "
+                             "plateau=callbacks=plateau); list NAME in --formulations to run it")
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
+    for spec in args.variant:
+        name, _, rest = spec.partition("=")
+        if not name or not rest or "__" in name:
+            sys.exit(f"error: --variant needs NAME=OVERRIDE[+OVERRIDE...] (no '__' in NAME), got {spec!r}")
+        FORMULATIONS[name] = [o for o in rest.split("+") if o]
     if args.collect:
         table = collect(args.out)
         table.to_csv(args.out / "all_runs.csv", index=False)

@@ -91,6 +91,35 @@ def test_bad_settings_are_clear_errors():
         GeneProjection(3).fit(random_csr(20, 30, 0.3)).transform(np.zeros((2, 31), np.float32))
 
 
+def test_auto_reads_svd_components_only_above_the_gene_threshold(caplog):
+    from crossmodalnet.data.preprocess import SVD_AUTO_COMPONENTS, SVD_AUTO_MIN_GENES, resolve_svd_components
+
+    assert resolve_svd_components("auto", SVD_AUTO_MIN_GENES) is None
+    assert resolve_svd_components("auto", SVD_AUTO_MIN_GENES + 1) == SVD_AUTO_COMPONENTS
+    assert resolve_svd_components(None, 50_000) is None and resolve_svd_components(16, 10) == 16
+    small = CiteDataModule(simulate_cite(n_cells=80, n_genes=60, n_proteins=4), preprocess={"svd_components": "auto"})
+    small.setup("fit")
+    assert small.preprocessor.projection_ is None and small.n_inputs == 60
+    wide = CiteDataModule(random_csr_adata(n_cells=300, n_genes=SVD_AUTO_MIN_GENES + 1),
+                          preprocess={"svd_components": "auto"}, seed=0)
+    with caplog.at_level("INFO"):
+        wide.setup("fit")
+    assert wide.preprocessor.projection_ is not None and wide.n_inputs < SVD_AUTO_MIN_GENES
+    assert "svd_components=auto" in caplog.text and "svd_components=null" in caplog.text
+
+
+def random_csr_adata(n_cells: int, n_genes: int) -> ad.AnnData:
+    """Wide data quickly: random CSR genes, three days, two proteins."""
+    import pandas as pd
+
+    obs = pd.DataFrame({"day": np.arange(n_cells) % 3 + 2}, index=[f"c{i}" for i in range(n_cells)])
+    adata = ad.AnnData(X=random_csr(n_cells, n_genes, 0.05, seed=3), obs=obs,
+                       var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
+    adata.obsm["protein"] = pd.DataFrame(np.random.default_rng(0).normal(size=(n_cells, 2)),
+                                         index=obs.index, columns=["p0", "p1"])
+    return adata
+
+
 def test_saliency_through_the_projection_equals_autograd_on_the_genes():
     x = random_csr(40, 50, 0.3, seed=6)
     proj = GeneProjection(6, max_cells=None).fit(x)
@@ -161,8 +190,10 @@ def test_checkpoint_keeps_genes_and_projection_and_predict_applies_it(svd_run):
     shuffled = ad.AnnData(X=sp.hstack([cells.X[:, order], sp.csr_matrix(np.ones((cells.n_obs, 1)))]).tocsr(),
                           obs=cells.obs.copy())
     shuffled.var_names = [*cells.var_names[order], "not_a_model_gene"]
-    got = predict(model, shuffled, time_key="day")
+    got = predict(model, shuffled, time_key="day")  # CSR blocks projected as they are, genes never densified
     np.testing.assert_allclose(got.X, expected.X, rtol=1e-4, atol=1e-4)
+    dense = ad.AnnData(X=shuffled.X.toarray(), obs=shuffled.obs.copy(), var=shuffled.var.copy())
+    np.testing.assert_allclose(predict(model, dense, time_key="day").X, got.X, rtol=1e-5, atol=1e-5)
     assert metrics["test/pearson_cell"] == pytest.approx(json.loads((run_dir / "metrics.json").read_text())[
         "test/pearson_cell"])
 
@@ -229,3 +260,44 @@ def test_a_baseline_saved_with_the_projection_predicts_new_files(tmp_path):
     order = np.random.default_rng(0).permutation(cells.n_vars)
     got = predict(load_trained(metrics["model_file"]), cells[:, order].copy())
     np.testing.assert_allclose(got.X, expected.X, rtol=1e-5, atol=1e-5)
+
+
+def test_threaded_sparse_products_equal_the_single_threaded_ones():
+    """Projection and SVD products split cells over threads; the result is the one-thread product."""
+    from crossmodalnet.data import projection as proj_mod
+
+    x = random_csr(2 * proj_mod.MIN_ROWS_PER_THREAD + 7, 60, 0.1, seed=8)
+    b = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
+    y = np.random.default_rng(1).normal(size=(x.shape[0], 5)).astype(np.float32)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert len(proj_mod._row_chunks(x.shape[0])) == 2
+        np.testing.assert_allclose(proj_mod._times(x, b), x @ b, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(proj_mod._t_times(x, y), x.T @ y, rtol=1e-4, atol=1e-4)
+    finally:
+        torch.set_num_threads(threads)
+    assert proj_mod._row_chunks(10) == [(0, 10)]
+
+
+@pytest.mark.parametrize("lo_above_zero", [False, True])
+def test_sparse_range_check_reports_what_the_dense_one_does(lo_above_zero):
+    """Far-out gene values are counted and the worst named alike on CSR blocks and their dense copies."""
+    from crossmodalnet.predict import RangeMonitor
+
+    lo, hi = np.zeros(30, np.float32), np.full(30, 3.0, np.float32)
+    if lo_above_zero:
+        lo[4] = 10.0  # a gene whose training values never came near 0: its zeros are far out
+        hi[4] = 12.0
+    x = random_csr(50, 30, 0.2, seed=2)
+    x.data[[3, 40, 77]] = [50.0, 20.0, -9.0]
+    names = [f"cell{i}" for i in range(50)]
+    genes = [f"g{i}" for i in range(30)]
+    dense, sparse = RangeMonitor(lo, hi, genes), RangeMonitor(lo, hi, genes)
+    dense.update(x.toarray(), 100, names * 3)
+    decided = sparse.update_sparse(x, 100, names * 3)
+    assert decided is (not lo_above_zero)
+    if not decided:
+        sparse.update(x.toarray(), 100, names * 3)
+    assert sparse.n_cells == dense.n_cells > 0
+    assert sparse.worst[0] == pytest.approx(dense.worst[0]) and sparse.worst[1:] == dense.worst[1:]

@@ -37,3 +37,20 @@ def test_offline_wandb_run_says_where_it_went(tmp_path, monkeypatch, caplog):
     assert len(lines) == 1, lines
     run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
     assert lines[0] == f"wandb: offline run saved in {run_dir}; upload it with `wandb sync {run_dir}`"
+
+
+def test_stage_clock_adds_up_repeated_stages_and_reports_them():
+    import time
+
+    from crossmodalnet.timing import StageClock
+
+    clock = StageClock()
+    for _ in range(2):
+        with clock("fit"):
+            time.sleep(0.01)
+    with clock("write"):
+        pass
+    metrics = clock.metrics()
+    assert set(metrics) == {"time/fit_s", "time/write_s", "time/total_s"}
+    assert metrics["time/fit_s"] >= 0.02 and metrics["time/total_s"] >= metrics["time/fit_s"] + metrics["time/write_s"]
+    assert clock.summary().startswith("time: fit 0.0 s, write 0.0 s (run total")

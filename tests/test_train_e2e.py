@@ -33,6 +33,10 @@ def test_demo_fast_writes_a_complete_run_dir(tmp_path):
     assert pred.n_vars == 12 and pred.layers["measured"].shape == pred.shape and "day" in pred.obs
     assert (run / "config.yaml").exists() and (run / "split.csv").exists()
     assert list((run / "checkpoints").glob("*.ckpt")) and (run / "csv" / "metrics.csv").exists()
+    stages = [metrics[f"time/{stage}_s"] for stage in ("data", "fit", "test", "diagnostics", "write")]
+    assert all(s >= 0 for s in stages) and sum(stages) <= metrics["time/total_s"]  # where the wall time went
+    assert metrics["time/fit_s"] == metrics["train/fit_seconds"] > 0
+    assert "time: data" in (run / "train.log").read_text()
 
 
 @pytest.mark.slow

@@ -89,7 +89,7 @@ def _comparable(name: str, batch_norm: bool) -> bool:
 @pytest.mark.parametrize("batch_size", [24, 40])
 def test_fast_step_equals_naive_autograd_step(batch_size, batch_norm):
     """The optimised generator step gives the same parameters and task weights as the naive one."""
-    for latent in (16, 64):  # batch <= latent uses the Gram trick, batch > latent the direct product
+    for latent in (16, 64):  # 64 with 24 cells takes the Gram form of the norms, the others explicit products
         fast = make_model(latent_dim=latent, batch_norm=batch_norm)
         naive = copy.deepcopy(fast)
         fast_opts, naive_opts = fast.configure_optimizers(), naive.configure_optimizers()
@@ -101,6 +101,34 @@ def test_fast_step_equals_naive_autograd_step(batch_size, batch_norm):
             if _comparable(name, batch_norm):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"parameter {name} differs")
         assert not torch.allclose(fast.gradnorm.weights, torch.ones(2))  # weights really moved
+
+
+@pytest.mark.parametrize("genes,latent", [(30, 16), (30, 64), (500, 64)])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_first_layer_norms_equal_the_weight_gradient_norms(genes, latent, sparse):
+    """Both ways of taking ||delta^T X|| (explicit product, Gram form) give the first layer's gradient norm."""
+    from crossmodalnet.models.crossmodalnet import _first_layer_norms
+
+    batch = make_batch(n=24, g=genes)
+    x = batch["x"].to_sparse_csr() if sparse else batch["x"]
+    deltas = [torch.randn(24, latent, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    expected = torch.stack([(d.t() @ batch["x"]).norm() for d in deltas])
+    torch.testing.assert_close(_first_layer_norms(x, deltas), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_one_process_step_equals_the_per_task_step():
+    """The one-process path (tasks' gradients at h, one backward of the weighted loss) updates every parameter
+    exactly like the per-task path that data-parallel runs use."""
+    combined = make_model(batch_norm=False)
+    per_task = copy.deepcopy(combined)
+    per_task.task_gradients = per_task._task_gradients_per_task  # what world_size > 1 selects
+    co, po = combined.configure_optimizers(), per_task.configure_optimizers()
+    for step in range(4):
+        batch = make_batch(seed=step)
+        combined.generator_step(batch, co[0], co[2])
+        per_task.generator_step(batch, po[0], po[2])
+    for (name, a), b in zip(combined.named_parameters(), per_task.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"parameter {name} differs")
 
 
 def test_autograd_mode_equals_fast_mode():

@@ -41,6 +41,20 @@ def _gram(x: torch.Tensor) -> torch.Tensor:
     return x @ x.t() if x.layout == torch.strided else (x @ x.to_dense().t())
 
 
+def _first_layer_norms(x: torch.Tensor, deltas: list[torch.Tensor]) -> torch.Tensor:
+    """||delta_i^T X||_F for each task (the first layer's weight gradient), the cheaper of two ways.
+
+    With b cells, g inputs and d first-layer units: explicit products cost 2 d b g multiply-adds; the Gram form,
+    ||delta^T X||^2 = sum((delta delta^T) * (X X^T)), costs b^2 g + 2 b^2 d. Genes (g in the thousands) take the
+    Gram form; a few hundred SVD components the explicit one."""
+    b, g = x.shape
+    d = deltas[0].shape[1]
+    if b * g + 2 * b * d < 2 * d * g:
+        gram = _gram(x)
+        return torch.stack([((t @ t.t()) * gram).sum().clamp_min(0).sqrt() for t in deltas])
+    return torch.stack([_dense_t_matmul(t, x).norm() for t in deltas])
+
+
 class CrossmodalNet(ProteinRegressor):
     """Hyperparameter names and defaults follow the paper's Table S1."""
 
@@ -168,9 +182,35 @@ class CrossmodalNet(ProteinRegressor):
         return {"nlc": nlc, "second": second, "extra": extra, "recon": recon, "adv": adv, "pred": pred}
 
     def task_gradients(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Per-task gradients of every generator parameter and the norms ||dL_i/dW|| at MLP1's first layer."""
+        """GradNorm's norms ||dL_i/dW|| at MLP1's first layer and the network gradient of the weighted loss.
+
+        One process: each task's gradient is taken at the first layer's output h only (a backward to an input
+        skips every weight gradient), then one full backward of ``w1 * NLC + w2 * second (+ extra)`` gives every
+        parameter's gradient: the arithmetic of two full backward passes, not three. Data-parallel runs take the
+        per-task path, whose gradients are averaged over ranks before the norms (``_reduce_task_gradients``)."""
         if self.hparams.gradnorm_mode == "autograd":
             return self._task_gradients_autograd(batch)
+        if world_size(self) > 1:
+            return self._task_gradients_per_task(batch)
+        net, x = self.network, batch["x"]
+        with torch.no_grad():
+            h0 = first_layer(x, net.input_layer)
+        h = h0.requires_grad_(True)
+        terms = self.task_losses(h, batch)
+        upper = [*net.encoder_rest.parameters(), net.time_embedding, *net.decoder.parameters()]
+        d_nlc = torch.autograd.grad(terms["nlc"], h, retain_graph=True)[0]
+        d_second = torch.autograd.grad(terms["second"], h, retain_graph=True)[0]
+        w1, w2 = self.gradnorm.weights.detach()  # the pre-update weights generator_step applies
+        total = w1 * terms["nlc"] + w2 * terms["second"]
+        if terms["extra"] is not None:
+            total = total + terms["extra"]
+        grads = torch.autograd.grad(total, [h, *upper], allow_unused=True)
+        norms = _first_layer_norms(x, [d_nlc, d_second])
+        return {"terms": terms, "norms": norms, "x": x, "combined": True, "delta": grads[0], "upper": upper,
+                "upper_grad": list(grads[1:])}
+
+    def _task_gradients_per_task(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Every task's gradient of every generator parameter (what data-parallel runs average over ranks)."""
         net, x = self.network, batch["x"]
         with torch.no_grad():
             h0 = first_layer(x, net.input_layer)
@@ -180,16 +220,9 @@ class CrossmodalNet(ProteinRegressor):
         losses = [terms["nlc"], terms["second"]] + ([terms["extra"]] if terms["extra"] is not None else [])
         grads = [torch.autograd.grad(loss, [h, *upper], retain_graph=i < len(losses) - 1, allow_unused=True)
                  for i, loss in enumerate(losses)]
-        d_nlc, d_second = grads[0][0], grads[1][0]
-        if x.shape[0] <= d_nlc.shape[1]:            # Gram trick: b x b products instead of d x g
-            gram = _gram(x)
-            norms = torch.stack([((d @ d.t()) * gram).sum().clamp_min(0).sqrt() for d in (d_nlc, d_second)])
-            first = None
-        else:
-            first = [_dense_t_matmul(d, x) for d in (d_nlc, d_second)]
-            norms = torch.stack([f.norm() for f in first])
-        return {"terms": terms, "norms": norms, "x": x, "deltas": [g[0] for g in grads], "first": first,
-                "upper": upper, "upper_grads": [g[1:] for g in grads]}
+        return {"terms": terms, "norms": _first_layer_norms(x, [grads[0][0], grads[1][0]]), "x": x,
+                "deltas": [g[0] for g in grads], "first": None, "upper": upper,
+                "upper_grads": [g[1:] for g in grads]}
 
     def _task_gradients_autograd(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         net = self.network
@@ -261,14 +294,18 @@ class CrossmodalNet(ProteinRegressor):
         if "params" in tg:
             for i, p in enumerate(tg["params"]):
                 p.grad = _combine(coefs, [g[i] for g in tg["grads"]], p)
+        elif tg.get("combined"):  # one process: the weighted loss's gradients, from one backward
+            layer = self.network.input_layer
+            layer.weight.grad = _dense_t_matmul(tg["delta"], tg["x"])
+            layer.bias.grad = tg["delta"].sum(0)
+            for p, g in zip(tg["upper"], tg["upper_grad"]):
+                p.grad = torch.zeros_like(p) if g is None else g.contiguous()
         else:
             layer = self.network.input_layer
             delta = sum(c * d for c, d in zip(coefs, tg["deltas"]))
             if "bias" in tg:  # data-parallel: explicit per-task gradients, already averaged over ranks
                 layer.weight.grad = _combine(coefs, tg["first"], layer.weight)
                 delta = None
-            elif tg["first"] is not None and len(tg["deltas"]) == 2:
-                layer.weight.grad = w1 * tg["first"][0] + w2 * tg["first"][1]
             else:
                 layer.weight.grad = _dense_t_matmul(delta, tg["x"])
             layer.bias.grad = delta.sum(0) if delta is not None else _combine(coefs, tg["bias"], layer.bias)
