@@ -108,6 +108,7 @@ class CrossmodalNet(ProteinRegressor):
         self.train_steps = 0
         self.n_discriminator_steps = 0
         self.n_generator_steps = 0
+        self._epoch_sums: dict[str, tuple[torch.Tensor, int]] = {}
 
     # -- inference ---------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, time_weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -158,8 +159,7 @@ class CrossmodalNet(ProteinRegressor):
         sync_gradients(self, self.network.discriminator.parameters())  # mean over ranks; nothing on one process
         opt.step()
         ce, penalty = all_reduce_mean(self, [ce.detach(), penalty.detach()])
-        self.log_dict({"train/dis_ce": ce.detach(), "train/dis_penalty": penalty.detach()},
-                      on_step=False, on_epoch=True, batch_size=batch["y"].shape[0])
+        self._accumulate({"train/dis_ce": ce, "train/dis_penalty": penalty}, batch["y"].shape[0])
 
     def task_losses(self, h: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """From the first layer's output h: GradNorm's two task losses (NLC and the second task: Fader, or the
@@ -322,11 +322,25 @@ class CrossmodalNet(ProteinRegressor):
                   "train/gradnorm_loss": gn["loss"], "train/gradnorm_skipped": gn["skipped"]}
         if terms["adv"] is not None:
             logged["train/adv"] = terms["adv"].detach()
-        self.log_dict(logged, on_step=False, on_epoch=True, prog_bar=False, batch_size=batch["y"].shape[0])
+        self._accumulate(logged, batch["y"].shape[0])
+
+    # -- epoch means of the training losses -------------------------------------------------------------------------
+    def _accumulate(self, values: dict[str, Any], n: int) -> None:
+        """Batch-size-weighted running sums, logged once per epoch: the same epoch means as ``self.log(...,
+        on_epoch=True)`` per step, without its per-call cost (about a millisecond each, 7 per step)."""
+        for key, value in values.items():
+            value = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+            total, count = self._epoch_sums.get(key, (0.0, 0))
+            self._epoch_sums[key] = (total + value.float() * n, count + n)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_sums = {}
 
     def on_train_epoch_end(self) -> None:
+        means = {key: total / count for key, (total, count) in self._epoch_sums.items()}
         w = self.gradnorm.weights.detach()
-        self.log_dict({"train/w_nlc": w[0], "train/w_fader": w[1]}, on_step=False, on_epoch=True)
+        self.log_dict({**means, "train/w_nlc": w[0], "train/w_fader": w[1]}, on_step=False, on_epoch=True)
+        self._epoch_sums = {}
 
     # -- checkpoint metadata ------------------------------------------------------------------------------------------
     def checkpoint_metadata(self) -> dict:
