@@ -53,6 +53,8 @@ def _fit_probe(train_x: np.ndarray, train_y: np.ndarray, seed: int):
     from sklearn.preprocessing import StandardScaler
 
     rows = _probe_rows(len(train_y), seed)
+    if np.unique(train_y[rows]).size < np.unique(train_y).size:  # a rare time missed by the subset: use every cell
+        rows = np.arange(len(train_y))
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
     return probe.fit(train_x[rows], train_y[rows])
 

@@ -137,8 +137,12 @@ def check_resume_checkpoint(path: str | Path, model: torch.nn.Module, gene_names
                         f"resume with the model config the run was started with")
     for key, value in current.items():
         if key in saved and tuple(saved[key].shape) != tuple(value.shape):
+            hint = ("; the input width differs: the run may have read the genes or another number of SVD "
+                    "components (data.preprocess.svd_components; its default 'auto' reads 128 components above "
+                    "5,000 genes)" if key.endswith("input_layer.weight") else "")
             raise DataError(f"ckpt_path={path}: parameter {key} has shape {tuple(saved[key].shape)} in the "
-                            f"checkpoint but {tuple(value.shape)} in this model; resume with the run's own config")
+                            f"checkpoint but {tuple(value.shape)} in this model; resume with the run's own "
+                            f"config{hint}")
     return ckpt
 
 

@@ -57,7 +57,7 @@ def build_datamodule(cfg: DictConfig) -> CiteDataModule:
         time_key=data.get("time_key"),
         holdout_time=data.get("holdout_time"),
         split=OmegaConf.to_container(data.split, resolve=True) if data.get("split") else None,
-        preprocess=OmegaConf.to_container(data.preprocess, resolve=True) if data.get("preprocess") else None,
+        preprocess=_preprocess_settings(cfg),
         batch_size=data.batch_size,
         num_workers=data.get("num_workers", 0),
         sparse_input=data.get("sparse_input", "auto"),
@@ -66,6 +66,21 @@ def build_datamodule(cfg: DictConfig) -> CiteDataModule:
         time_order=OmegaConf.to_container(data.time_order) if data.get("time_order") is not None else None,
         time_categorical=bool(data.get("time_categorical", False)),
     )
+
+
+def _preprocess_settings(cfg: DictConfig) -> dict | None:
+    """``cfg.data.preprocess``; ``svd_components: auto`` becomes the genes for a model that treats them itself."""
+    if not cfg.data.get("preprocess"):
+        return None
+    settings = OmegaConf.to_container(cfg.data.preprocess, resolve=True)
+    if settings.get("svd_components") == "auto" and cfg.get("model") is not None:
+        try:
+            model_class = hydra.utils.get_class(cfg.model._target_)
+        except Exception:  # an unknown target fails later, at instantiation, with Hydra's message
+            return settings
+        if not getattr(model_class, "auto_svd_input", True):
+            settings["svd_components"] = None
+    return settings
 
 
 def build_model(cfg: DictConfig, dm: CiteDataModule) -> L.LightningModule:

@@ -37,3 +37,18 @@ def test_default_run_keeps_both_tasks_and_hides_the_time_from_the_discriminator(
     assert m["test/pearson_cell"] > m["test/baseline_train_mean/pearson_cell"] + 0.1
     for key in ("val/time_dis_accuracy", "test/time_chance_accuracy", "test/time_probe_accuracy"):
         assert 0.0 <= m[key] <= 1.0
+
+
+def test_time_probe_keeps_a_rare_time_point_its_subset_would_miss(monkeypatch):
+    """The probe fits on a seeded subset of training cells, but never on one that lost a time point."""
+    import numpy as np
+
+    from crossmodalnet import latent_time
+
+    monkeypatch.setattr(latent_time, "PROBE_MAX_TRAIN_CELLS", 10)
+    y = np.zeros(1000, dtype=int)
+    y[500:] = 1
+    y[7] = 2  # one cell of a third time point
+    x = np.random.default_rng(0).normal(size=(1000, 4)) + y[:, None]
+    probe = latent_time._fit_probe(x, y, seed=0)
+    assert list(probe.classes_) == [0, 1, 2]

@@ -275,6 +275,12 @@ def test_threaded_sparse_products_equal_the_single_threaded_ones():
         assert len(proj_mod._row_chunks(x.shape[0])) == 2
         np.testing.assert_allclose(proj_mod._times(x, b), x @ b, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(proj_mod._t_times(x, y), x.T @ y, rtol=1e-4, atol=1e-4)
+        tall = random_csr(3 * proj_mod.T_CHUNK_ROWS, 40, 0.05, seed=9)
+        ones = np.ones((tall.shape[0], 3), np.float32)
+        two = proj_mod._t_times(tall, ones)
+        torch.set_num_threads(1)
+        one = proj_mod._t_times(tall, ones)
+        np.testing.assert_array_equal(one, two)  # the SVD fit does not depend on the thread count
     finally:
         torch.set_num_threads(threads)
     assert proj_mod._row_chunks(10) == [(0, 10)]
@@ -301,3 +307,27 @@ def test_sparse_range_check_reports_what_the_dense_one_does(lo_above_zero):
         sparse.update(x.toarray(), 100, names * 3)
     assert sparse.n_cells == dense.n_cells > 0
     assert sparse.worst[0] == pytest.approx(dense.worst[0]) and sparse.worst[1:] == dense.worst[1:]
+
+
+@pytest.mark.parametrize("model,expected", [("crossmodalnet", "auto"), ("ridge", "auto"), ("svd_ridge", None),
+                                            ("scipenn", None)])
+def test_auto_keeps_the_genes_for_models_that_reduce_them_themselves(model, expected):
+    """SVD + ridge (its own SVD) and scIPENN (its own gene model) read genes under svd_components=auto."""
+    from hydra import compose, initialize_config_dir
+
+    from crossmodalnet.train import _preprocess_settings
+
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"model={model}", "data=anndata"])
+    assert _preprocess_settings(cfg)["svd_components"] == expected
+
+
+def test_pickled_projection_leaves_its_cache_behind():
+    import pickle
+
+    proj = GeneProjection(3).fit(random_csr(40, 30, 0.3, seed=4))
+    x = random_csr(5, 30, 0.3, seed=5)
+    before = proj.transform(x)
+    clone = pickle.loads(pickle.dumps(proj))
+    assert "_components_t" not in clone.__dict__
+    np.testing.assert_array_equal(clone.transform(x), before)

@@ -33,6 +33,9 @@ class Baseline(ABC):
     """
 
     name: str = "baseline"
+    # data.preprocess.svd_components=auto gives this model SVD components above 5,000 genes; False for models that
+    # reduce or model the genes themselves (SVD + ridge, scIPENN): auto then keeps the genes for them
+    auto_svd_input: bool = True
 
     def __init__(self, n_genes: int | None = None, n_proteins: int | None = None,
                  time_axis: dict | None = None, seed: int = 0, **ignored: Any) -> None:

@@ -53,6 +53,7 @@ class SVDRidgeBaseline(Baseline):
     """
 
     name = "svd_ridge"
+    auto_svd_input = False  # its own treatment of the genes: svd_components=auto keeps them
 
     def __init__(self, n_components: int = 128, alpha: float = 1.0, n_iter: int = 5, **kwargs: Any) -> None:
         super().__init__(**kwargs)

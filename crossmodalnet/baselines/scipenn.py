@@ -50,6 +50,7 @@ def scipenn_available() -> tuple[bool, str]:
 
 class ScipennBaseline(Baseline):
     name = "scipenn"
+    auto_svd_input = False  # its own treatment of the genes: svd_components=auto keeps them
 
     def __init__(self, n_epochs: int = 500, es_max: int = 12, decay_max: int = 6, decay_step: float = 0.1,
                  lr: float = 1e-3, batch_size: int = 128, val_split: float = 0.1,

@@ -35,6 +35,8 @@ DENSE_BLOCK_DENSITY = 0.5
 SCALES = ("global", "component")
 # Sparse products split the cells over torch.get_num_threads() threads, at least this many rows per thread
 MIN_ROWS_PER_THREAD = 1024
+# x.T @ y sums per-chunk products: chunks of this many rows, independent of the thread count (reproducible sums)
+T_CHUNK_ROWS = 4096
 
 
 @dataclass
@@ -90,7 +92,6 @@ class GeneProjection:
             std = np.full(k, np.sqrt(np.mean(std ** 2)))
         std = np.where(std > 1e-12, std, 1.0)
         self.components_ = np.ascontiguousarray(vt / std[:, None], dtype=np.float32)
-        self._components_t = None
         self.offset_ = np.asarray(mean / std, dtype=np.float32)
         self.singular_values_ = np.asarray(s, dtype=np.float32)
         self.n_fit_cells_ = int(x.shape[0])
@@ -120,8 +121,8 @@ class GeneProjection:
         if x.shape[1] != c.shape[1]:
             raise DataError(f"the SVD projection expects {c.shape[1]} genes, got {x.shape[1]}")
         x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
-        if getattr(self, "_components_t", None) is None or self._components_t.shape[0] != c.shape[1]:
-            self._components_t = np.ascontiguousarray(c.T)  # once, not per predicted block
+        if getattr(self, "_components_src", None) is not c:  # once per fitted/loaded matrix, not per block
+            self._components_t, self._components_src = np.ascontiguousarray(c.T), c
         out = _times(x, self._components_t)
         out -= self.offset_
         return out
@@ -134,6 +135,13 @@ class GeneProjection:
     def gene_gradient(self, grad: torch.Tensor) -> torch.Tensor:
         """Chain rule back to genes: gradients w.r.t. the k inputs (..., k) -> w.r.t. the genes (..., genes)."""
         return grad @ torch.from_numpy(self._fitted()).to(grad.dtype)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (joblib baselines) without the transposed copy of the components kept for fast projection."""
+        state = dict(self.__dict__)
+        state.pop("_components_t", None)
+        state.pop("_components_src", None)
+        return state
 
     # -- checkpoint ----------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -170,12 +178,14 @@ def _row_chunks(n: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _in_threads(fn, chunks: list[tuple[int, int]]) -> list:
-    if len(chunks) == 1:
-        return [fn(*chunks[0])]
+def _in_threads(fn, chunks: list[tuple[int, int]], workers: int | None = None) -> list:
+    """``[fn(a, b) for (a, b) in chunks]`` on ``workers`` threads (default one per chunk), results in order."""
+    workers = min(len(chunks), workers or len(chunks))
+    if workers <= 1:
+        return [fn(*c) for c in chunks]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(len(chunks)) as pool:
+    with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda c: fn(*c), chunks))
 
 
@@ -202,8 +212,14 @@ def _t_times(x, y: np.ndarray) -> np.ndarray:
     if not _dense_blocks(x):
         if not sp.issparse(x):
             return np.asarray(x.T @ y, dtype=np.float32)
-        parts = _in_threads(lambda a, b: np.asarray(x[a:b].T @ y[a:b], dtype=np.float32), _row_chunks(x.shape[0]))
-        return np.sum(parts, axis=0, dtype=np.float32) if len(parts) > 1 else parts[0]
+        # fixed-size chunks summed in a fixed order: the same float32 result whatever the number of threads
+        chunks = [(a, min(a + T_CHUNK_ROWS, x.shape[0])) for a in range(0, x.shape[0], T_CHUNK_ROWS)]
+        parts = _in_threads(lambda a, b: np.asarray(x[a:b].T @ y[a:b], dtype=np.float32), chunks,
+                            workers=torch.get_num_threads())
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        return total
     out = np.zeros((x.shape[1], y.shape[1]), dtype=np.float32)
     for start in range(0, x.shape[0], PROJECT_BLOCK_ROWS):
         block = x[start:start + PROJECT_BLOCK_ROWS]

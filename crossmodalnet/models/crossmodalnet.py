@@ -200,7 +200,7 @@ class CrossmodalNet(ProteinRegressor):
         upper = [*net.encoder_rest.parameters(), net.time_embedding, *net.decoder.parameters()]
         d_nlc = torch.autograd.grad(terms["nlc"], h, retain_graph=True)[0]
         d_second = torch.autograd.grad(terms["second"], h, retain_graph=True)[0]
-        w1, w2 = self.gradnorm.weights.detach()  # the pre-update weights generator_step applies
+        w1, w2 = self.gradnorm.weights.detach().clone()  # the pre-update weights generator_step applies
         total = w1 * terms["nlc"] + w2 * terms["second"]
         if terms["extra"] is not None:
             total = total + terms["extra"]
@@ -280,7 +280,7 @@ class CrossmodalNet(ProteinRegressor):
             tg = self._reduce_task_gradients(tg)
         terms = tg["terms"]
         nlc, second = terms["nlc"], terms["second"]
-        w1, w2 = self.gradnorm.weights.detach()
+        w1, w2 = self.gradnorm.weights.detach().clone()  # a copy: the weights are updated in place below
         coefs = [w1, w2, torch.ones_like(w1)]   # the fixed-weight adversarial term (if any) has weight 1
         # GradNorm: closed-form gradient of L_G w.r.t. (w1, w2), from the pre-update network
         gn = self.gradnorm.weight_gradient(torch.stack([nlc.detach(), second.detach()]), tg["norms"])
