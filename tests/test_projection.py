@@ -331,3 +331,17 @@ def test_pickled_projection_leaves_its_cache_behind():
     clone = pickle.loads(pickle.dumps(proj))
     assert "_components_t" not in clone.__dict__
     np.testing.assert_array_equal(clone.transform(x), before)
+
+
+@pytest.mark.slow
+def test_prediction_throughput_script_times_predict_on_a_file(svd_run, tmp_path):
+    run_dir, _, _ = svd_run
+    cells = simulate_cite(n_cells=300, n_genes=200, n_proteins=12, seed=0)
+    cells.write_h5ad(tmp_path / "cells.h5ad")
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "benchmark_predict.py"), "--checkpoint",
+                           str(run_dir), "--input", str(tmp_path / "cells.h5ad"), "--repeats", "1"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["cells"] == 300 and result["genes"] == 200 and result["cells_per_s"] > 0
+    assert 0 < result["nonzero_fraction"] < 1
