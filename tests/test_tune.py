@@ -283,29 +283,38 @@ def _interrupt_when_second_trial_has_a_checkpoint(experiment_dir: Path, timeout:
     return thread, done
 
 
+def _held_sweep(release_file: Path) -> tuple[str, ...]:
+    """SWEEP, with trial 1 held before its third epoch until ``release_file`` exists (crossmodalnet.testing): the
+    interruption then finds it after exactly two epochs however fast an epoch is."""
+    return (*SWEEP, "+callbacks.hold._target_=crossmodalnet.testing.HoldAtEpoch", "+callbacks.hold.epoch=2",
+            "+callbacks.hold.match=_00001", f"+callbacks.hold.release_file={release_file}")
+
+
 @pytest.mark.slow
 def test_sweep_interrupted_resumed_and_best_config_retrains(tmp_path, local_ray):
     run_dir = tmp_path / "sweep_run"
-    cfg, choices = compose_tune(*SWEEP, f"paths.output_dir={run_dir}")
+    sweep = _held_sweep(tmp_path / "release")
+    cfg, choices = compose_tune(*sweep, f"paths.output_dir={run_dir}")
     watcher, sweep_returned = _interrupt_when_second_trial_has_a_checkpoint(run_dir / "sweep")
     try:
         first = run_sweep(cfg, choices)  # same process as the local Ray: it reuses it
     finally:
         sweep_returned.set()
     watcher.join(timeout=5)
+    (tmp_path / "release").touch()  # the resumed trial 1 goes on past its third epoch
     assert first.interrupted and not first.resumed
     done = first.table[first.table.status == "COMPLETED"]
     assert list(done.trial_index) == [0], first.table[["trial_id", "status", "epochs"]]
     midway = first.table[first.table.trial_index == 1]
-    assert len(midway) == 1 and 2 <= midway.epochs.item() < 4, first.table[["trial_id", "status", "epochs"]]
+    assert len(midway) == 1 and midway.epochs.item() == 2, first.table[["trial_id", "status", "epochs"]]
     stamps = {t: (Path(d) / "metrics.json").stat().st_mtime_ns for t, d in zip(done.trial_id, done.run_dir)}
 
     # a new sweep in the same place is refused; the same command resumes (here through the CLI, joining this Ray)
-    cfg_new, _ = compose_tune(*SWEEP, f"paths.output_dir={run_dir}", "tune.resume=false")
+    cfg_new, _ = compose_tune(*sweep, f"paths.output_dir={run_dir}", "tune.resume=false")
     with pytest.raises(TuneConfigError, match="already exists"):
         run_sweep(cfg_new, choices)
     address = local_ray.get_runtime_context().gcs_address
-    proc = _run_tune_cli(tmp_path, *SWEEP, f"ray.address={address}")
+    proc = _run_tune_cli(tmp_path, *sweep, f"ray.address={address}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "resuming the sweep" in proc.stdout + proc.stderr
 
