@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import warnings
 
 import pytest
@@ -21,14 +20,12 @@ def test_help_imports_nothing_heavy(module):
     assert out.strip() == "[]", f"{module} imports {out.strip()} before parsing arguments: --help gets slow"
 
 
-def test_help_is_quick():
-    """Generous bound (the tests share the machine); measured 0.25-0.4 s on an idle core."""
-    start = time.perf_counter()
+def test_help_runs_without_the_heavy_imports():
+    """`--help` through the module entry point works; what keeps it quick (no torch/Lightning/scanpy import before
+    the arguments are parsed) is checked above, its time is measured in benchmarks, not asserted here."""
     proc = subprocess.run([sys.executable, "-m", "crossmodalnet.predict", "--help"], capture_output=True,
                           text=True)
-    elapsed = time.perf_counter() - start
     assert proc.returncode == 0 and "--interval" in proc.stdout
-    assert elapsed < 10, f"crossmodalnet-predict --help took {elapsed:.1f} s"
 
 
 def test_saliency_cli_choices_match_the_library():
