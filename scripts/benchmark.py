@@ -222,16 +222,18 @@ def first_layer_table(genes: int, batch: int, latent: int, densities: list[float
     return rows
 
 
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
 def _markdown(rows: list[dict], columns: list[str]) -> str:
-    def fmt(v):
-        if v is None:
-            return "n/a"
-        if isinstance(v, float):
-            return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
-        return f"{v:,}" if isinstance(v, int) else str(v)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+    from benchmark_time_to_accuracy import markdown_table  # the sibling script (scripts/ is on sys.path)
+
+    return markdown_table(rows, columns, _fmt)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -119,13 +119,16 @@ def run_authors(paths: dict[str, Path], python: str, threads: int, quick: bool, 
             "test_pearson_cell": result["test_pearson_cell"]}
 
 
-def _markdown(rows: list[dict], columns: list[str]) -> str:
-    def fmt(v):
-        if v is None:
-            return "n/a"
-        if isinstance(v, float):
-            return f"{v:.4f}" if abs(v) < 1 else f"{v:,.1f}"
-        return str(v)
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1 else f"{v:,.1f}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict], columns: list[str], fmt=_fmt) -> str:
+    """A Markdown table of ``rows`` (dicts) in ``columns`` order, cells formatted by ``fmt``."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     header = (f"time to accuracy; torch {torch.__version__}, {args.threads} threads per process, "
               f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}")
-    report = f"{header}\n\n{_markdown(rows, COLUMNS)}\n"
+    report = f"{header}\n\n{markdown_table(rows, COLUMNS)}\n"
     print(report)
     write_report(out, "time_to_accuracy", report, {"header": header, "rows": rows}, rows, COLUMNS)
     return 0

@@ -49,7 +49,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     from crossmodalnet.train import train
 
     run = tmp_path / "run"
-    proc, _ = run_train(tmp_path, *COMMON, "+callbacks.kill._target_=tests.killer.KillAfterEpoch",
+    proc, _ = run_train(tmp_path, *COMMON, "+callbacks.kill._target_=crossmodalnet.testing.KillAfterEpoch",
                         "+callbacks.kill.epoch=1", expect_ok=False)
     assert proc.returncode == -9, proc.stderr[-3000:]  # SIGKILL after epoch index 1: two epochs done
     assert _ckpt(run)["epoch"] == 1 and not (run / "metrics.json").exists()

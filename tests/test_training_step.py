@@ -121,7 +121,8 @@ def test_one_process_step_equals_the_per_task_step():
     exactly like the per-task path that data-parallel runs use."""
     combined = make_model(batch_norm=False)
     per_task = copy.deepcopy(combined)
-    per_task.task_gradients = per_task._task_gradients_per_task  # what world_size > 1 selects
+    # what world_size > 1 selects: per-task gradients, then their mean over ranks (the inputs themselves on one)
+    per_task.task_gradients = lambda b: per_task._reduce_task_gradients(per_task._task_gradients_per_task(b))
     co, po = combined.configure_optimizers(), per_task.configure_optimizers()
     for step in range(4):
         batch = make_batch(seed=step)

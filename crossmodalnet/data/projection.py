@@ -33,8 +33,6 @@ PROJECT_BLOCK_ROWS = 4096
 # 0.7-1.2 s, densifying the block alone 0.9-2.1 s, so droplet data (5-20%) stay sparse.
 DENSE_BLOCK_DENSITY = 0.5
 SCALES = ("global", "component")
-# Sparse products split the cells over torch.get_num_threads() threads, at least this many rows per thread
-MIN_ROWS_PER_THREAD = 1024
 # x.T @ y sums per-chunk products: chunks of this many rows, independent of the thread count (reproducible sums)
 T_CHUNK_ROWS = 4096
 
@@ -170,17 +168,10 @@ def _dense_blocks(x) -> bool:
     return sp.issparse(x) and x.nnz >= DENSE_BLOCK_DENSITY * max(1, x.shape[0] * x.shape[1])
 
 
-def _row_chunks(n: int) -> list[tuple[int, int]]:
-    """Row ranges for one worker thread each: scipy's sparse products run on one core (and release the GIL), so
-    cells split across ``torch.get_num_threads()`` threads, at least ``MIN_ROWS_PER_THREAD`` rows each."""
-    workers = max(1, min(torch.get_num_threads(), n // MIN_ROWS_PER_THREAD))
-    bounds = np.linspace(0, n, workers + 1).astype(int)
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def _in_threads(fn, chunks: list[tuple[int, int]], workers: int | None = None) -> list:
-    """``[fn(a, b) for (a, b) in chunks]`` on ``workers`` threads (default one per chunk), results in order."""
-    workers = min(len(chunks), workers or len(chunks))
+def _in_threads(fn, chunks: list[tuple[int, int]], workers: int) -> list:
+    """``[fn(a, b) for (a, b) in chunks]`` on ``workers`` threads (scipy's sparse products release the GIL),
+    results in chunk order."""
+    workers = min(len(chunks), workers)
     if workers <= 1:
         return [fn(*c) for c in chunks]
     from concurrent.futures import ThreadPoolExecutor
@@ -229,10 +220,7 @@ def _t_times(x, y: np.ndarray) -> np.ndarray:
         chunks = [(a, min(a + T_CHUNK_ROWS, x.shape[0])) for a in range(0, x.shape[0], T_CHUNK_ROWS)]
         parts = _in_threads(lambda a, b: np.asarray(x[a:b].T @ y[a:b], dtype=np.float32), chunks,
                             workers=torch.get_num_threads())
-        total = parts[0]
-        for part in parts[1:]:
-            total = total + part
-        return total
+        return sum(parts[1:], parts[0])
     out = np.zeros((x.shape[1], y.shape[1]), dtype=np.float32)
     for start in range(0, x.shape[0], PROJECT_BLOCK_ROWS):
         block = x[start:start + PROJECT_BLOCK_ROWS]

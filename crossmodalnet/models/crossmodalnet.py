@@ -192,12 +192,7 @@ class CrossmodalNet(ProteinRegressor):
             return self._task_gradients_autograd(batch)
         if world_size(self) > 1:
             return self._task_gradients_per_task(batch)
-        net, x = self.network, batch["x"]
-        with torch.no_grad():
-            h0 = first_layer(x, net.input_layer)
-        h = h0.requires_grad_(True)
-        terms = self.task_losses(h, batch)
-        upper = [*net.encoder_rest.parameters(), net.time_embedding, *net.decoder.parameters()]
+        x, h, terms, upper = self._from_first_layer(batch)
         d_nlc = torch.autograd.grad(terms["nlc"], h, retain_graph=True)[0]
         d_second = torch.autograd.grad(terms["second"], h, retain_graph=True)[0]
         w1, w2 = self.gradnorm.weights.detach().clone()  # the pre-update weights generator_step applies
@@ -205,24 +200,29 @@ class CrossmodalNet(ProteinRegressor):
         if terms["extra"] is not None:
             total = total + terms["extra"]
         grads = torch.autograd.grad(total, [h, *upper], allow_unused=True)
-        norms = _first_layer_norms(x, [d_nlc, d_second])
-        return {"terms": terms, "norms": norms, "x": x, "combined": True, "delta": grads[0], "upper": upper,
-                "upper_grad": list(grads[1:])}
+        return {"terms": terms, "norms": _first_layer_norms(x, [d_nlc, d_second]), "x": x, "combined": True,
+                "delta": grads[0], "upper": upper, "upper_grad": list(grads[1:])}
 
     def _task_gradients_per_task(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Every task's gradient of every generator parameter (what data-parallel runs average over ranks)."""
-        net, x = self.network, batch["x"]
-        with torch.no_grad():
-            h0 = first_layer(x, net.input_layer)
-        h = h0.requires_grad_(True)
-        terms = self._scaled(self.task_losses(h, batch), batch)
-        upper = [*net.encoder_rest.parameters(), net.time_embedding, *net.decoder.parameters()]
+        """Every task's gradient of every generator parameter, for ``_reduce_task_gradients`` to average over
+        ranks (data-parallel runs) before GradNorm takes the norms."""
+        x, h, terms, upper = self._from_first_layer(batch)
         losses = [terms["nlc"], terms["second"]] + ([terms["extra"]] if terms["extra"] is not None else [])
         grads = [torch.autograd.grad(loss, [h, *upper], retain_graph=i < len(losses) - 1, allow_unused=True)
                  for i, loss in enumerate(losses)]
-        return {"terms": terms, "norms": _first_layer_norms(x, [grads[0][0], grads[1][0]]), "x": x,
-                "deltas": [g[0] for g in grads], "first": None, "upper": upper,
+        return {"terms": terms, "x": x, "deltas": [g[0] for g in grads], "upper": upper,
                 "upper_grads": [g[1:] for g in grads]}
+
+    def _from_first_layer(self, batch: dict[str, torch.Tensor]):
+        """The batch, the first layer's output h (a leaf: gradients are taken there, the first layer's own come
+        from delta^T X), the (rank-scaled) task losses from h, and the generator parameters above the first layer."""
+        net, x = self.network, batch["x"]
+        with torch.no_grad():
+            h = first_layer(x, net.input_layer)
+        h.requires_grad_(True)
+        terms = self._scaled(self.task_losses(h, batch), batch)
+        upper = [*net.encoder_rest.parameters(), net.time_embedding, *net.decoder.parameters()]
+        return x, h, terms, upper
 
     def _task_gradients_autograd(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         net = self.network
@@ -300,15 +300,10 @@ class CrossmodalNet(ProteinRegressor):
             layer.bias.grad = tg["delta"].sum(0)
             for p, g in zip(tg["upper"], tg["upper_grad"]):
                 p.grad = torch.zeros_like(p) if g is None else g.contiguous()
-        else:
+        else:  # data-parallel: explicit per-task gradients, already averaged over ranks
             layer = self.network.input_layer
-            delta = sum(c * d for c, d in zip(coefs, tg["deltas"]))
-            if "bias" in tg:  # data-parallel: explicit per-task gradients, already averaged over ranks
-                layer.weight.grad = _combine(coefs, tg["first"], layer.weight)
-                delta = None
-            else:
-                layer.weight.grad = _dense_t_matmul(delta, tg["x"])
-            layer.bias.grad = delta.sum(0) if delta is not None else _combine(coefs, tg["bias"], layer.bias)
+            layer.weight.grad = _combine(coefs, tg["first"], layer.weight)
+            layer.bias.grad = _combine(coefs, tg["bias"], layer.bias)
             for i, p in enumerate(tg["upper"]):
                 p.grad = _combine(coefs, [g[i] for g in tg["upper_grads"]], p)
         weight_opt.zero_grad(set_to_none=True)
@@ -340,7 +335,6 @@ class CrossmodalNet(ProteinRegressor):
         means = {key: total / count for key, (total, count) in self._epoch_sums.items()}
         w = self.gradnorm.weights.detach()
         self.log_dict({**means, "train/w_nlc": w[0], "train/w_fader": w[1]}, on_step=False, on_epoch=True)
-        self._epoch_sums = {}
 
     # -- checkpoint metadata ------------------------------------------------------------------------------------------
     def checkpoint_metadata(self) -> dict:
