@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from crossmodalnet.data.simulate import log_normalize_counts, simulate_cite
+from crossmodalnet.data.normalize import log_normalize_counts
+from crossmodalnet.data.simulate import simulate_cite
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from crossmodalnet.data.dsb import DSB
 from crossmodalnet.data.projection import GeneProjection
-from crossmodalnet.data.simulate import log_normalize_counts
+from crossmodalnet.data.normalize import log_normalize_counts
 from crossmodalnet.data.validate import MAX_ABS_VALUE, PROTEIN_KEY, DataError, check_matrix
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from crossmodalnet.data.normalize import log_normalize_counts  # noqa: F401  (also re-exported: old import path)
+
 N_PROGRAMMES = 6
 LINEAGES = ("erythroid", "myeloid", "lymphoid")
 
@@ -138,17 +140,6 @@ def simulate_cite(
         "seed": seed,
     }
     return adata
-
-
-def log_normalize_counts(counts: sp.csr_matrix, target_sum: float = 1e4) -> sp.csr_matrix:
-    """Library-size normalisation to ``target_sum`` then log1p, staying sparse (Seurat's LogNormalize)."""
-    counts = sp.csr_matrix(counts, dtype=np.float32)
-    size = np.asarray(counts.sum(1)).ravel()
-    size[size == 0] = 1.0
-    scaled = sp.diags((target_sum / size).astype(np.float32)) @ counts
-    scaled = sp.csr_matrix(scaled)
-    scaled.data = np.log1p(scaled.data)
-    return scaled
 
 
 def _negative_binomial_csr(log_means, n_cells: int, library: np.ndarray, dispersion: float,
