@@ -1,0 +1,221 @@
+"""What time adds: the learned time effect for each protein and each time point (issue 18, item 8).
+
+For a set of cells, the model predicts every protein with the cells' time set to ``t`` (through the same public
+prediction path as ``crossmodalnet.inference.predict``: the time is resolved by ``resolve_time`` and fed to the
+model's forward), for every ``t`` asked for. The time effect of protein p at time t is
+
+    effect[p, t] = mean over cells of yhat_p(x, t)  -  reference_p
+
+with the reference ``"mean"`` (the average of the same mean over the learned times: the effects of the learned times
+sum to zero, which is the part of the time that is identifiable: a shared shift of every time row is absorbed by
+MLP2's BatchNorm), ``"none"`` (the basal prediction, no time input) or one time label. Nothing here looks at how
+the time enters the model (lookup rows + interpolation, or a continuous encoding): only the forward pass is used,
+so the table means the same thing for every encoding.
+
+On the drift simulator the truth is known (``uns["simulation"]``); :func:`score_time_effects` compares the two
+per protein (Pearson across times) and overall (Pearson over every protein x time entry), each table centred per
+protein on its mean over the learned times.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from crossmodalnet.errors import DataError
+
+REFERENCES = ("mean", "none")
+DEFAULT_MAX_CELLS = 1024  # cells the effect is averaged over (a seeded subset): the mean of 1,024 cells is stable
+
+
+def time_kind(axis, label: Any) -> str:
+    """``learned``, ``interpolated`` (between two learned times) or ``extrapolated`` (outside the learned range)."""
+    if axis.index_of(label) is not None:
+        return "learned"
+    value = axis.check(label)  # TimeError for a time that cannot be placed (categorical, wrong unit)
+    return "interpolated" if axis.values[0] <= value <= axis.values[-1] else "extrapolated"
+
+
+def _times(model, times: Iterable[Any] | None) -> list[Any]:
+    axis = model.time_axis
+    out = list(axis.labels) if times is None else list(times)
+    if not out:
+        raise DataError("time_effects needs at least one time")
+    return out
+
+
+def _check_model(model) -> None:
+    if not getattr(model, "uses_time", True) or getattr(model, "time_axis", None) is None:
+        raise DataError(f"{type(model).__name__} has no time input: it has no time effect to report")
+
+
+def effects_from_means(means: pd.DataFrame, reference: Any, basal: np.ndarray | None) -> pd.DataFrame:
+    """Mean predictions (proteins x times) -> effects against ``reference`` (see the module docstring)."""
+    if isinstance(reference, str) and reference == "mean":
+        learned = [c for c in means.columns if means.attrs["kind"][c] == "learned"]
+        if not learned:
+            raise DataError("reference='mean' averages over the learned times, and none was asked for: include "
+                            "the learned times or pick another reference")
+        ref = means[learned].mean(1).to_numpy()
+    elif isinstance(reference, str) and reference == "none":
+        ref = basal
+    else:
+        ref = None
+        for c in means.columns:
+            if str(c) == str(reference):
+                ref = means[c].to_numpy()
+        if ref is None:
+            raise DataError(f"reference time {reference!r} is not among the times {list(means.columns)}")
+    out = means.sub(ref, axis=0)
+    out.attrs = {**means.attrs, "reference": str(reference)}
+    return out
+
+
+def _mean_predictions(model, forward: Callable[[np.ndarray | None], np.ndarray], n_cells: int,
+                      times: Sequence[Any], reference: Any) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Per time, the cells' mean prediction (proteins x times), and the basal one when the reference is "none";
+    ``forward(time_weights or None)`` returns cells x proteins."""
+    from crossmodalnet.inference.predict import resolve_time
+
+    axis = model.time_axis
+    obs = pd.DataFrame(index=pd.RangeIndex(n_cells).astype(str))
+    means, kinds = {}, {}
+    for t in times:
+        kinds[str(t)] = time_kind(axis, t)
+        with warnings.catch_warnings():  # "outside the learned range": recorded as kind="extrapolated" instead
+            warnings.simplefilter("ignore", UserWarning)
+            _, weights = resolve_time(model, obs, time=t)
+        means[str(t)] = forward(weights).mean(0)
+    names = [str(p) for p in model.protein_names]
+    frame = pd.DataFrame(means, index=pd.Index(names, name="protein"))
+    frame.columns.name = "time"
+    frame.attrs = {"kind": kinds, "n_cells": int(n_cells)}
+    basal = forward(None).mean(0) if isinstance(reference, str) and reference == "none" else None
+    return frame, basal
+
+
+def time_effects_from_inputs(model, inputs, times: Iterable[Any] | None = None, reference: Any = "mean",
+                             batch_size: int = 1024) -> pd.DataFrame:
+    """Time effects (proteins x times) on cells given as the model reads them (CSR genes or dense SVD scores,
+    e.g. a data module's ``model_input(split)``). See :func:`time_effects` for the output."""
+    _check_model(model)
+    times = _times(model, times)
+    n = inputs.shape[0]
+    if n == 0:
+        raise DataError("time_effects needs at least one cell")
+
+    def forward(weights: np.ndarray | None) -> np.ndarray:
+        out = []
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, n, batch_size):
+                    block = inputs[start:start + batch_size]
+                    block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
+                    tw = None if weights is None else torch.from_numpy(weights[start:start + batch_size])
+                    out.append(model(torch.from_numpy(block.astype(np.float32)), tw).double().numpy())
+        finally:
+            model.train(was_training)
+        return np.concatenate(out)
+
+    means, basal = _mean_predictions(model, forward, n, times, reference)
+    return effects_from_means(means, reference, basal)
+
+
+def time_effects(model, adata, times: Iterable[Any] | None = None, reference: Any = "mean", *,
+                 max_cells: int | None = DEFAULT_MAX_CELLS, seed: int = 0, **predict_kwargs) -> pd.DataFrame:
+    """What the model's time adds to each protein: a DataFrame proteins x times.
+
+    ``adata``: cells as for :func:`crossmodalnet.inference.predict.predict` (genes matched by name, normalised as
+    the model was trained); at most ``max_cells`` of them (a seeded subset). ``times``: the learned times by
+    default; unseen times are interpolated (or, outside the learned range, treated as the encoding treats them).
+    ``reference``: ``"mean"`` (over the learned times; default), ``"none"`` (the basal prediction) or a time.
+    ``attrs``: ``kind`` per time (learned / interpolated / extrapolated), ``reference``, ``n_cells``.
+    Extra keyword arguments go to ``predict`` (``layer``, ``normalize``, ``min_shared``, ``batch_size``).
+    """
+    from crossmodalnet.inference.predict import predict
+
+    model = _load(model)
+    _check_model(model)
+    times = _times(model, times)
+    if adata.n_obs == 0:
+        raise DataError("time_effects needs at least one cell")
+    if max_cells is not None and adata.n_obs > max_cells:
+        rows = np.sort(np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False))
+        adata = adata[rows]
+
+    def at(time: Any, mode: str | None = None) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out = predict(model, adata, time=time, time_mode=mode, **predict_kwargs)
+        return np.asarray(out.X, dtype=np.float64)
+
+    axis = model.time_axis
+    names = [str(p) for p in model.protein_names]
+    frame = pd.DataFrame({str(t): at(t).mean(0) for t in times}, index=pd.Index(names, name="protein"))
+    frame.columns.name = "time"
+    basal = at(None, "none").mean(0) if isinstance(reference, str) and reference == "none" else None
+    frame.attrs = {"kind": {str(t): time_kind(axis, t) for t in times}, "n_cells": int(adata.n_obs)}
+    return effects_from_means(frame, reference, basal)
+
+
+def _load(model):
+    if hasattr(model, "time_axis") or hasattr(model, "predict"):
+        return model
+    from crossmodalnet.inference.predict import load_model
+
+    return load_model(model)
+
+
+def top_proteins(effects: pd.DataFrame, k: int = 20) -> list[str]:
+    """The ``k`` proteins whose effect varies most over the times (range of the row), largest first."""
+    spread = (effects.max(1) - effects.min(1)).sort_values(ascending=False, kind="stable")
+    return [str(p) for p in spread.index[:k]]
+
+
+# -- scoring against a known truth (the drift simulator) ---------------------------------------------------------
+def _centre(frame: pd.DataFrame, kinds: dict[str, str] | None) -> pd.DataFrame:
+    """Each protein's row minus its mean over the learned times (all times when kinds are unknown)."""
+    cols = [c for c in frame.columns if kinds is None or kinds.get(str(c), "learned") == "learned"] or list(frame)
+    return frame.sub(frame[cols].mean(1), axis=0)
+
+
+def score_time_effects(learned: pd.DataFrame, truth: pd.DataFrame, prefix: str = "time_effects/",
+                       min_truth_range: float = 1e-8) -> dict[str, float]:
+    """How well learned time effects follow the true ones (both proteins x times; matched by name).
+
+    Each table is centred per protein on its own mean over the learned times (whatever reference the learned table
+    was computed against), so a constant offset per protein never counts: only how the effect changes with time. Returns ``{prefix}pearson_overall`` (over every
+    protein x time entry), and with three or more times ``{prefix}pearson_protein_mean`` / ``_median`` (per protein,
+    Pearson across times, over proteins whose true effect varies), ``{prefix}n_proteins_scored``, ``{prefix}n_times``.
+    """
+    times = [c for c in learned.columns if c in set(map(str, truth.columns))]
+    proteins = [p for p in learned.index if p in set(map(str, truth.index))]
+    if len(times) < 2 or not proteins:
+        raise DataError(f"learned and true time effects share {len(times)} times and {len(proteins)} proteins; "
+                        "scoring needs two times and one protein")
+    truth = truth.copy()
+    truth.columns, truth.index = truth.columns.map(str), truth.index.map(str)
+    kinds = learned.attrs.get("kind")
+    a = _centre(learned.loc[proteins, times], kinds).to_numpy(np.float64)
+    b = _centre(truth.loc[proteins, times], kinds).to_numpy(np.float64)
+    out = {f"{prefix}n_times": float(len(times)), f"{prefix}pearson_overall": _pearson(a.ravel(), b.ravel())}
+    if len(times) >= 3:
+        varies = np.ptp(b, axis=1) > min_truth_range
+        r = np.array([_pearson(a[i], b[i]) for i in np.flatnonzero(varies)])
+        r = r[np.isfinite(r)]
+        out[f"{prefix}n_proteins_scored"] = float(len(r))
+        if len(r):
+            out[f"{prefix}pearson_protein_mean"] = float(r.mean())
+            out[f"{prefix}pearson_protein_median"] = float(np.median(r))
+    return {k: v for k, v in out.items() if np.isfinite(v)}
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")

@@ -1,0 +1,108 @@
+"""Time effects per protein and time (crossmodalnet.interpret.time_effects), checked against hand-computed values."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from crossmodalnet.errors import DataError
+from crossmodalnet.interpret.time_effects import score_time_effects, time_effects_from_inputs, top_proteins
+from crossmodalnet.models.crossmodalnet import CrossmodalNet
+
+E = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, -1.0]])  # time embedding rows of days 0, 1, 2
+
+
+def _model() -> CrossmodalNet:
+    """A network whose prediction is exactly T(t): z = 0 for every cell, MLP2 = identity on z + T."""
+    model = CrossmodalNet(n_genes=3, n_proteins=2, time_axis={"labels": [0, 1, 2], "values": [0.0, 1.0, 2.0]},
+                          latent_dim=2, dropout=0.0, batch_norm=False)
+    net = model.network
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.time_embedding.copy_(torch.tensor(E, dtype=torch.float32))
+        first, last = net.decoder[0], net.decoder[-1]
+        first.weight.copy_(torch.eye(2))
+        first.bias.fill_(10.0)   # keeps ReLU's input positive: MLP2 is linear here
+        last.weight.copy_(torch.eye(2))
+        last.bias.fill_(-10.0)
+    model.protein_names = ["PA", "PB"]
+    return model
+
+
+def test_effects_against_the_mean_of_learned_times_by_hand():
+    x = np.random.default_rng(0).random((5, 3)).astype(np.float32)
+    eff = time_effects_from_inputs(_model(), x)
+    mean = E.mean(0)  # (4/3, 1/3)
+    expected = pd.DataFrame((E - mean).T, index=["PA", "PB"], columns=["0", "1", "2"])
+    np.testing.assert_allclose(eff.to_numpy(), expected.to_numpy(), atol=1e-6)
+    assert list(eff.columns) == ["0", "1", "2"] and list(eff.index) == ["PA", "PB"]
+    assert eff.attrs["reference"] == "mean" and eff.attrs["n_cells"] == 5
+    np.testing.assert_allclose(eff.sum(1), 0.0, atol=1e-6)  # learned effects sum to zero by construction
+
+
+def test_interpolated_and_extrapolated_times_and_other_references():
+    x = np.zeros((4, 3), np.float32)
+    model = _model()
+    eff = time_effects_from_inputs(model, x, times=[0, 0.5, 1, 2, 5])
+    assert eff.attrs["kind"] == {"0": "learned", "0.5": "interpolated", "1": "learned", "2": "learned",
+                                 "5": "extrapolated"}
+    mean = E.mean(0)
+    np.testing.assert_allclose(eff["0.5"], 0.5 * E[0] + 0.5 * E[1] - mean, atol=1e-6)  # halfway between rows
+    np.testing.assert_allclose(eff["5"], E[2] - mean, atol=1e-6)  # the lookup repeats the last learned row
+    basal = time_effects_from_inputs(model, x, reference="none")
+    np.testing.assert_allclose(basal.to_numpy(), E.T, atol=1e-6)  # prediction without time is 0 here
+    at_one = time_effects_from_inputs(model, x, reference=1)
+    np.testing.assert_allclose(at_one.to_numpy(), (E - E[1]).T, atol=1e-6)
+    with pytest.raises(DataError, match="reference time 7"):
+        time_effects_from_inputs(model, x, reference=7)
+
+
+def test_effect_is_a_mean_over_cells_through_the_whole_forward():
+    model = _model()
+    with torch.no_grad():  # z = x[:, 0] on both latent units through MLP1 (no norms, no dropout)
+        model.network.input_layer.weight.zero_()
+        model.network.input_layer.weight[:, 0] = 1.0
+        lin = model.network.encoder_rest[3]
+        lin.weight.copy_(torch.eye(2))
+    x = np.array([[1, 0, 0], [3, 0, 0]], np.float32)  # z = 1 and 3: mean 2 added to every time, cancels
+    eff = time_effects_from_inputs(model, x)
+    np.testing.assert_allclose(eff.to_numpy(), (E - E.mean(0)).T, atol=1e-6)
+    none = time_effects_from_inputs(model, x, reference="none")
+    np.testing.assert_allclose(none.to_numpy(), E.T, atol=1e-6)  # (2 + T) - 2
+
+
+def test_score_against_a_known_truth():
+    times = ["0", "1", "2", "3"]
+    truth = pd.DataFrame([[0, 1, 2, 3], [0, 0, 0, 0], [1, 0, 1, 0]], index=["a", "b", "c"], columns=times, dtype=float)
+    learned = 2.0 * truth + 5.0  # same shape over time, other scale and offset
+    learned.attrs = {"kind": {t: "learned" for t in times}, "reference": "mean"}
+    s = score_time_effects(learned, truth)
+    assert s["time_effects/pearson_protein_mean"] == pytest.approx(1.0)
+    assert s["time_effects/n_proteins_scored"] == 2  # protein b has no true drift: not scored per protein
+    assert s["time_effects/pearson_overall"] == pytest.approx(1.0)
+    flipped = learned.copy()
+    flipped.loc["c"] = -flipped.loc["c"]
+    s2 = score_time_effects(flipped, truth)
+    assert s2["time_effects/pearson_protein_mean"] == pytest.approx(0.0)  # (1 + -1) / 2
+    # centred per protein: a = [-3,-1,1,3], b = 0, c = -[1,-1,1,-1] vs truth [-1.5,-.5,.5,1.5], 0, [.5,-.5,.5,-.5]
+    a = np.r_[[-3, -1, 1, 3], [0] * 4, [-1, 1, -1, 1]]
+    b = np.r_[[-1.5, -.5, .5, 1.5], [0] * 4, [.5, -.5, .5, -.5]]
+    assert s2["time_effects/pearson_overall"] == pytest.approx(np.corrcoef(a, b)[0, 1])
+
+
+def test_score_needs_shared_times_and_top_proteins():
+    a = pd.DataFrame([[1.0, 2.0]], index=["p"], columns=["0", "1"])
+    with pytest.raises(DataError, match="share 1 times"):
+        score_time_effects(a, pd.DataFrame([[1.0]], index=["p"], columns=["0"]))
+    eff = pd.DataFrame([[0, 1], [0, 5], [0, -3]], index=["x", "y", "z"], columns=["0", "1"], dtype=float)
+    assert top_proteins(eff, 2) == ["y", "z"]
+
+
+def test_model_without_time_is_refused():
+    from crossmodalnet.models.mlp import MLP
+
+    mlp = MLP(n_genes=3, n_proteins=2)
+    with pytest.raises(DataError, match="no time input"):
+        time_effects_from_inputs(mlp, np.zeros((2, 3), np.float32))
