@@ -12,6 +12,35 @@ What it models, and why:
   correlations end up modest (about 0.1-0.5), as in real CITE-seq.
 - Ground truth (coding gene and causal genes per protein) is recorded in ``uns["simulation"]``.
 
+Two settings of the proteins' dependence on time (``time_effect``):
+
+- ``"none"`` (the default, the project's original simulator and the *control*): each protein gets a smooth
+  per-protein offset per time point, but the genes carry the day strongly (the temporal batch effect), so a model
+  that never sees the time can read it from the genes: proteins depend on time no more than the genes do.
+- ``"drift"`` (issue 18): the gene -> protein relationship itself drifts with time. Protein p's level is
+  ``gain_p(t) * signal_p + offset_p(t) + noise`` with ``gain_p(t) = exp(s * a_p * (tau - 1/2))`` and
+  ``offset_p(t) = s * (c_p * (tau - 1/2) + q_p * ((tau - 1/2)^2 - 1/12))`` (``s = drift_strength``, ``tau`` the
+  time rescaled to [0, 1] over ``times``), plus, with ``nonlinear_drift``, a sigmoid switch
+  ``s * d_p * (sigmoid((tau - m_p) / 0.08) - 1/2)`` at a protein-specific time ``m_p`` that no low-order
+  polynomial of t follows. A fraction ``lag_fraction`` of the proteins *lag* their mRNA by ``protein_lag`` time
+  units (slow turnover): their driving genes are taken at the cell's earlier pseudotime (pushed back by the
+  average progress along pseudotime over ``protein_lag``) and their gain and offset at ``t - protein_lag``. Nothing
+  of the drift enters the genes: they carry the day only through the cells' states and the temporal batch effect
+  (``batch_effect_strength``, lower in ``configs/data/synthetic_drift.yaml``).
+
+The true time effect, in ``uns["simulation"]`` for both settings (rows = ``time_points``, columns = proteins):
+
+- ``time_gain``, ``time_offset``: ``gain_p(t)`` and ``offset_p(t)`` on the latent level (lag applied; the
+  control has gain 1 and its per-protein offset);
+- ``reference_signal``: the reference basal state, per protein the mean over all cells of the (lagged where the
+  protein lags) driving signal;
+- ``protein_at_reference``: the noise-free expected normalised protein (the ``obsm["protein"]`` scale) of a cell
+  at that reference basal state at time t: ``log1p(exp(scale_p + gain_p(t) * ref_p + offset_p(t)) + bg_p)
+  - log1p(bg_p)``, without the Poisson and level noise;
+- ``time_effect``: ``protein_at_reference`` minus its mean over the time points, per protein: what the time
+  alone adds to each protein at a fixed basal state. A model's learned per-protein time effect (its prediction
+  for a fixed cell at each time, centred over times) is scored against this.
+
 Output is the canonical AnnData of this project: log-normalised genes in ``X`` (CSR), raw counts in
 ``layers["counts"]``, normalised proteins in ``obsm["protein"]`` (DataFrame), raw ADT counts in
 ``obsm["protein_counts"]``, time in ``obs[time_key]``.
@@ -29,6 +58,9 @@ from crossmodalnet.data.normalize import log_normalize_counts  # noqa: F401  (al
 
 N_PROGRAMMES = 6
 LINEAGES = ("erythroid", "myeloid", "lymphoid")
+TIME_EFFECTS = ("none", "drift")
+# d E[pseudotime] / d tau: Beta(2 + 4 tau, 4 - 2 tau) has mean (2 + 4 tau) / 6
+PSEUDOTIME_SPEED = 2.0 / 3.0
 
 
 def simulate_cite(
@@ -44,18 +76,31 @@ def simulate_cite(
     batch_effect_strength: float = 0.8,
     protein_noise: float = 0.35,
     protein_time_effect: float = 0.6,
+    time_effect: str = "none",
+    drift_strength: float = 2.0,
+    protein_lag: float = 1.0,
+    lag_fraction: float = 0.3,
+    nonlinear_drift: bool = False,
     seed: int = 0,
     chunk_size: int = 2048,
 ) -> ad.AnnData:
     """Simulate paired RNA + protein for ``n_cells`` cells spread evenly over ``times``.
 
     ``mean_library_size`` sets sparsity: with the defaults about 85-90% of gene counts are zero.
+    ``time_effect="drift"`` lets the gene -> protein relationship drift with time (module docstring);
+    ``drift_strength``, ``protein_lag`` (in the units of ``times``), ``lag_fraction`` and ``nonlinear_drift``
+    shape it and are unused with ``time_effect="none"``. The default draws exactly the original simulator.
     """
     if n_cells < 1 or n_genes < n_proteins * (n_regulators + 1) // 2 or n_proteins < 2:
         raise ValueError(f"need n_cells >= 1, n_proteins >= 2 and enough genes for the proteins' drivers; "
                          f"got n_cells={n_cells}, n_genes={n_genes}, n_proteins={n_proteins}")
     if len(times) < 1 or len(set(times)) != len(times):
         raise ValueError(f"times must be distinct and non-empty, got {list(times)}")
+    if time_effect not in TIME_EFFECTS:
+        raise ValueError(f"time_effect must be one of {TIME_EFFECTS}, got {time_effect!r}")
+    if drift_strength < 0 or protein_lag < 0 or not 0 <= lag_fraction <= 1:
+        raise ValueError(f"need drift_strength >= 0, protein_lag >= 0 and 0 <= lag_fraction <= 1; got "
+                         f"drift_strength={drift_strength}, protein_lag={protein_lag}, lag_fraction={lag_fraction}")
     rng = np.random.default_rng(seed)
     times = list(times)
     t_values = np.asarray(times, dtype=float)
@@ -103,12 +148,29 @@ def simulate_cite(
         axis=1)
     basal_drivers = gene_base[drivers] + np.einsum("ck,pdk->cpd", programmes, loadings[drivers])
     driven = (basal_drivers - basal_drivers.mean(0)) / (basal_drivers.std(0) + 1e-8)  # (cells, proteins, drivers)
-    signal = (driven * driver_weights[None]).sum(-1)
-    signal = np.log1p(np.exp(1.5 * signal)) / 1.5                     # softplus: saturating response
+    signal = _softplus_signal(driven, driver_weights)
     t_lin = rng.normal(0, protein_time_effect, n_proteins)
     t_quad = rng.normal(0, protein_time_effect, n_proteins)
-    time_effect = np.outer(tau, t_lin) + np.outer(tau**2 - 0.5 * tau, 2 * t_quad)
-    level = signal + time_effect + rng.normal(0, protein_noise, (n_cells, n_proteins))
+    if time_effect == "none":
+        def gain_offset(tau_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """The control: gain 1, the per-protein offset of the original simulator."""
+            offset = tau_p * t_lin + (tau_p**2 - 0.5 * tau_p) * 2 * t_quad
+            return np.ones_like(offset), offset
+        lag_tau, lagged = 0.0, np.zeros(n_proteins, dtype=bool)
+    else:
+        # the drift's own stream, so the control's draws (and data) stay exactly those of the original simulator
+        gain_offset, lagged = _drift(np.random.default_rng([seed, 18]), n_proteins, drift_strength,
+                                     nonlinear_drift, lag_fraction if protein_lag > 0 else 0.0)
+        lag_tau = protein_lag / span if span > 0 else 0.0
+        if lagged.any():  # lagging proteins read their drivers at the cell's earlier pseudotime
+            earlier = np.clip(pseudotime - PSEUDOTIME_SPEED * lag_tau, 0.0, 1.0)
+            prog_early = programmes + (pseudotime - earlier)[:, None] * (progenitor - lineage_dirs[lineage])
+            basal_early = gene_base[drivers] + np.einsum("ck,pdk->cpd", prog_early, loadings[drivers])
+            driven_early = (basal_early - basal_drivers.mean(0)) / (basal_drivers.std(0) + 1e-8)
+            signal[:, lagged] = _softplus_signal(driven_early, driver_weights)[:, lagged]
+    tau_protein = tau[:, None] - lag_tau * lagged[None, :]            # (cells, proteins): the time each protein sees
+    gain, offset = gain_offset(tau_protein)
+    level = gain * signal + offset + rng.normal(0, protein_noise, (n_cells, n_proteins))
     protein_scale = rng.uniform(1.5, 4.5, n_proteins)
     background = rng.uniform(5, 30, n_proteins)                       # ambient antibody
     adt_counts = rng.poisson(np.exp(protein_scale + level) + background).astype(np.float32)
@@ -138,8 +200,58 @@ def simulate_cite(
         "causal_weights": driver_weights.astype(np.float32),
         "time_key": time_key,
         "seed": seed,
+        **_time_truth(gain_offset, tau_of_time, lag_tau, lagged, signal, protein_scale, background, t_values,
+                      time_effect),
     }
     return adata
+
+
+def _softplus_signal(driven: np.ndarray, driver_weights: np.ndarray) -> np.ndarray:
+    """Weighted drivers through a softplus: a saturating response, (cells, proteins)."""
+    signal = (driven * driver_weights[None]).sum(-1)
+    return np.log1p(np.exp(1.5 * signal)) / 1.5
+
+
+def _drift(rng: np.random.Generator, n_proteins: int, strength: float, nonlinear: bool, lag_fraction: float):
+    """Per-protein gain and offset as smooth functions of tau (module docstring), and which proteins lag."""
+    a = rng.normal(0, 0.6, n_proteins)             # log-gain slope
+    c = rng.normal(0, 1.0, n_proteins)             # offset slope
+    q = rng.normal(0, 1.5, n_proteins)             # offset curvature
+    d = rng.normal(0, 0.8, n_proteins)             # switch height (nonlinear drift)
+    m = rng.uniform(0.3, 0.7, n_proteins)          # switch time
+    lagged = np.zeros(n_proteins, dtype=bool)
+    lagged[rng.permutation(n_proteins)[: int(round(lag_fraction * n_proteins))]] = True
+
+    def gain_offset(tau_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = tau_p - 0.5
+        gain = np.exp(strength * a * x)
+        offset = strength * (c * x + q * (x**2 - 1.0 / 12))
+        if nonlinear:
+            offset = offset + strength * d * (1.0 / (1.0 + np.exp(-(tau_p - m) / 0.08)) - 0.5)
+        return gain, offset
+
+    return gain_offset, lagged
+
+
+def _time_truth(gain_offset, tau_of_time: np.ndarray, lag_tau: float, lagged: np.ndarray, signal: np.ndarray,
+                protein_scale: np.ndarray, background: np.ndarray, t_values: np.ndarray, mode: str) -> dict:
+    """The true per-protein time effect at each simulated time point (definitions in the module docstring)."""
+    tau_p = tau_of_time[:, None] - lag_tau * lagged[None, :]
+    gain, offset = gain_offset(tau_p)
+    reference = signal.mean(0)
+    at_reference = (np.log1p(np.exp(protein_scale + gain * reference + offset) + background)
+                    - np.log1p(background))
+    return {
+        "time_effect_mode": mode,
+        "time_points": t_values.astype(np.float64),
+        "time_gain": gain.astype(np.float32),
+        "time_offset": offset.astype(np.float32),
+        "reference_signal": reference.astype(np.float32),
+        "protein_at_reference": at_reference.astype(np.float32),
+        "time_effect": (at_reference - at_reference.mean(0)).astype(np.float32),
+        "lagged_proteins": lagged,
+        "protein_lag_tau": float(lag_tau),
+    }
 
 
 def _negative_binomial_csr(log_means, n_cells: int, library: np.ndarray, dispersion: float,
