@@ -20,9 +20,25 @@ def test_seen_time_is_one_hot_and_midpoint_is_half_half():
 
 def test_outside_range_uses_nearest_with_warning():
     axis = TimeAxis.from_labels([2, 3, 4])
-    with pytest.warns(UserWarning, match="outside the learned range"):
+    axis.extrapolation = "nearest"   # what a lookup model with model.time_extrapolation=nearest sets
+    with pytest.warns(UserWarning, match="outside the learned range.*nearest learned time 4"):
         w = axis.weights(9)
     np.testing.assert_array_equal(w, [0, 0, 1])
+
+
+@pytest.mark.parametrize("policy", [None, "extrapolate"])
+def test_outside_range_extrapolation_weights_carry_the_time(policy):
+    """Without a model's policy (the data module) or with extrapolate: the two end rows, weighted so that the
+    weights sum to 1 and weights @ values is the time itself (what a continuous time encoding reads)."""
+    axis = TimeAxis.from_labels([2, 3, 4])
+    axis.extrapolation = policy
+    with pytest.warns(UserWarning, match="outside the learned range \\[2, 4\\]"):
+        late, early = axis.weights(9), axis.weights(0.5)
+    np.testing.assert_allclose(late, [0, -5, 6])
+    np.testing.assert_allclose(early, [2.5, -1.5, 0])
+    for t, w in ((9, late), (0.5, early)):
+        assert w.sum() == pytest.approx(1.0) and w @ np.array(axis.values) == pytest.approx(t)
+    assert axis.weights(3.5) @ np.array(axis.values) == pytest.approx(3.5)   # inside: the interpolation, unchanged
 
 
 def test_categorical_unseen_time_is_an_error():
@@ -46,6 +62,9 @@ def test_round_trip_through_dict():
     axis = TimeAxis.from_labels(np.array([3, 2, 4]))
     again = TimeAxis.from_dict(axis.to_dict())
     assert again.labels == [2, 3, 4] and all(type(x) is int for x in again.labels)
+    assert again.extrapolation is None and "extrapolation" not in axis.to_dict()   # older dicts have none
+    axis.extrapolation = "extrapolate"
+    assert TimeAxis.from_dict(axis.to_dict()).extrapolation == "extrapolate"
 
 
 def test_time_column_with_mixed_types_or_missing_values_is_rejected():

@@ -2,8 +2,13 @@
 
 Each time point seen in training owns one row of the embedding. A cell's time is a weight vector over those
 rows: one-hot for a seen time; for an unseen time between two learned ones, the two neighbours weighted by
-linear interpolation on the time values (paper 3.2); outside the learned range, the nearest learned time
-(with a warning). One mechanism for every case.
+linear interpolation on the time values (paper 3.2). Outside the learned range (with a warning) it depends on the
+axis' ``extrapolation``: ``"nearest"``, the nearest learned time (one-hot; the paper's lookup table); otherwise
+(``"extrapolate"``, or ``None`` when the model is not known yet, as in the data module) the two end points weighted
+for linear extrapolation, ``(1 - f, f)`` with f < 0 or f > 1. The weights always sum to 1 and ``weights @ values``
+is the time itself, so a model with a continuous time encoding reads the exact time from them, and a lookup model
+set to ``nearest`` maps them back to the nearest row (crossmodalnet.models.time_encoding). One mechanism for
+every case.
 """
 from __future__ import annotations
 
@@ -98,6 +103,7 @@ class TimeAxis:
 
     labels: list[Any]
     values: list[float] | None
+    extrapolation: str | None = None   # beyond the learned range: "nearest" | "extrapolate" | None (see module doc)
 
     @classmethod
     def from_labels(cls, labels: Iterable[Any], order: Sequence[Any] | None = None,
@@ -196,16 +202,28 @@ class TimeAxis:
         if v < vals[0] or v > vals[-1]:
             nearest = int(np.argmin(np.abs(vals - v)))
             if warn:
-                warnings.warn(f"time {label!r} lies outside the learned range [{self.labels[0]}, "
-                              f"{self.labels[-1]}]; using the nearest learned time {self.labels[nearest]!r}",
-                              stacklevel=2)
-            w[nearest] = 1.0
+                warnings.warn(self._outside_message(label, nearest), stacklevel=2)
+            if self.extrapolation == "nearest" or self.n_times < 2:
+                w[nearest] = 1.0
+                return w
+            lo, hi = (0, 1) if v < vals[0] else (self.n_times - 2, self.n_times - 1)
+            frac = (v - vals[lo]) / (vals[hi] - vals[lo])
+            w[lo], w[hi] = 1.0 - frac, frac
             return w
         hi = int(np.searchsorted(vals, v))
         lo = hi - 1
         frac = (v - vals[lo]) / (vals[hi] - vals[lo])
         w[lo], w[hi] = 1.0 - frac, frac
         return w
+
+    def _outside_message(self, label: Any, nearest: int) -> str:
+        where = f"time {label!r} lies outside the learned range [{self.labels[0]}, {self.labels[-1]}]"
+        if self.extrapolation == "nearest" or self.n_times < 2:
+            return f"{where}; using the nearest learned time {self.labels[nearest]!r}"
+        if self.extrapolation == "extrapolate":
+            return f"{where}; extrapolating the model's time effect beyond it (model.time_extrapolation=extrapolate)"
+        return (f"{where}; a model with model.time_extrapolation=nearest uses the nearest learned time "
+                f"{self.labels[nearest]!r}, one with extrapolate continues its time effect beyond it")
 
     def nearest_weights(self, label: Any) -> np.ndarray:
         """One-hot on the nearest learned time (a baseline for interpolation on unseen times)."""
@@ -241,11 +259,15 @@ class TimeAxis:
         return lookup[codes]
 
     def to_dict(self) -> dict:
-        return {"labels": [_plain(x) for x in self.labels], "values": self.values, "categorical": self.categorical}
+        out = {"labels": [_plain(x) for x in self.labels], "values": self.values, "categorical": self.categorical}
+        if self.extrapolation is not None:
+            out["extrapolation"] = self.extrapolation
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "TimeAxis":
-        return cls(labels=list(d["labels"]), values=None if d["values"] is None else list(d["values"]))
+        return cls(labels=list(d["labels"]), values=None if d["values"] is None else list(d["values"]),
+                   extrapolation=d.get("extrapolation"))
 
 
 def _plain(x: Any) -> Any:
