@@ -25,6 +25,6 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_API])
 
 
-from crossmodalnet._quiet import silence_noise as _silence_noise  # noqa: E402
+from crossmodalnet.utils.quiet import silence_noise as _silence_noise  # noqa: E402
 
-_silence_noise()  # anndata's per-element "written without encoding metadata" lines (crossmodalnet/_quiet.py)
+_silence_noise()  # anndata's per-element "written without encoding metadata" lines (crossmodalnet/utils/quiet.py)

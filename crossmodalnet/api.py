@@ -1,7 +1,7 @@
 """The Python API: ``crossmodalnet.fit``, ``crossmodalnet.load`` and the :class:`Run` they return.
 
 ``fit`` composes the project's Hydra config (``configs/train.yaml``, exactly what ``crossmodalnet-train`` /
-``python train.py`` compose) with your data and overrides and calls :func:`crossmodalnet.train.train`: there is
+``python train.py`` compose) with your data and overrides and calls :func:`crossmodalnet.training.run.train`: there is
 no second training path, and the run dir it writes is the one the command line writes.
 
     import crossmodalnet
@@ -96,7 +96,7 @@ def fit(
     """
     from omegaconf import OmegaConf, open_dict
 
-    from crossmodalnet.train import train
+    from crossmodalnet.training.run import train
 
     group_overrides = [f"model={model}", *([f"experiment={experiment}"] if experiment else []), "data=anndata"]
     cfg = _compose([*group_overrides, *overrides])
@@ -139,7 +139,7 @@ def fit(
 def load(path: str | Path) -> "Run":
     """Any model ``train()`` saved, ready to predict: a run dir, a Lightning ``.ckpt`` (CrossmodalNet, MLP) or a
     fit/predict baseline's ``.joblib``. The run's metrics and config come along when they are beside it."""
-    from crossmodalnet.loading import load_trained, resolve_model_path
+    from crossmodalnet.inference.load import load_trained, resolve_model_path
 
     file = resolve_model_path(path)
     run_dir = file.parent.parent if file.parent.name == "checkpoints" else file.parent
@@ -201,14 +201,14 @@ class Run:
             add_to_input: also put the predictions into ``query`` (``obsm["protein_predicted"]`` of an AnnData, or
                 the ``prot_pred`` modality of a MuData), in place.
             score: score against measured proteins when the query has them.
-            **kwargs: passed to :func:`crossmodalnet.predict.predict` (``time_mode``, ``layer``, ``interval``, ...).
+            **kwargs: passed to :func:`crossmodalnet.inference.predict.predict` (``time_mode``, ``layer``, ``interval``, ...).
 
         Returns:
             Cells x proteins; the query's obs, obsm and uns kept; the training normalisation and, for a
                 labelled query, the scores in ``uns["crossmodalnet"]`` (per protein in ``var``, per cell in ``obs``).
         """
         from crossmodalnet.data.query import read_query
-        from crossmodalnet.outputs import add_to_input as _add, predict_query
+        from crossmodalnet.inference.outputs import add_to_input as _add, predict_query
 
         q = read_query(query, protein_key=protein_key, protein_names_key=protein_names_key,
                        protein_table=protein_table, rna_mod=rna_mod, protein_mod=protein_mod,
@@ -262,7 +262,7 @@ def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from crossmodalnet.train import CONFIG_DIR
+    from crossmodalnet.utils.config_dir import CONFIG_DIR
 
     if GlobalHydra.instance().is_initialized():  # e.g. a notebook that composed before: start clean
         GlobalHydra.instance().clear()
@@ -308,7 +308,7 @@ def _drop_foreign_source_keys(source) -> None:
 
 
 def _load_model(run_dir: Path, metrics: dict):
-    from crossmodalnet.loading import load_trained
+    from crossmodalnet.inference.load import load_trained
 
     for key in ("best_checkpoint", "model_file"):
         if metrics.get(key) and Path(str(metrics[key])).is_file():

@@ -13,7 +13,7 @@ Per size (random CSR genes at the given density, 100 proteins, 3 time points, ba
   process; ``ratio`` = cmn / mlp;
 - ``autograd_epoch_s`` (with --autograd): CrossmodalNet with ``gradnorm_mode=autograd`` (the straightforward
   two-backward computation), to show what the closed-form step saves;
-- ``predict_cells_s`` / ``saliency_cells_s``: throughput of ``crossmodalnet.predict``-style inference from
+- ``predict_cells_s`` / ``saliency_cells_s``: throughput of ``crossmodalnet.inference.predict``-style inference from
   CSR and of saliency for one protein;
 - ``peak_rss_mb`` of the process (each size runs in its own subprocess) and its ratio to the CSR size.
 A second table times the first layer (forward + weight gradient) on dense vs sparse batches by density.

@@ -65,7 +65,7 @@ def main() -> int:
     import pandas as pd
     import scipy.sparse as sp
     import torch
-    from crossmodalnet.train import train  # the authors' package
+    from crossmodalnet.training.run import train  # the authors' package
 
     n, g = SIZES[args.size]
     rng = np.random.default_rng(0)
@@ -100,7 +100,7 @@ def time_to_accuracy(args) -> int:
     import anndata as ad
     import numpy as np
     import torch
-    from crossmodalnet.train import train  # the authors' package
+    from crossmodalnet.training.run import train  # the authors' package
 
     random.seed(args.seed)
     np.random.seed(args.seed)

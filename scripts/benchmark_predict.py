@@ -1,4 +1,4 @@
-"""Prediction throughput of a trained model on a file, in memory: ``crossmodalnet.predict()`` alone.
+"""Prediction throughput of a trained model on a file, in memory: ``crossmodalnet.inference.predict()`` alone.
 
     python scripts/benchmark_predict.py --checkpoint outputs/<run dir> --input cells.h5ad [--repeats 2]
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     import scipy.sparse as sp
     import torch
 
-    from crossmodalnet.predict import load_model, predict
+    from crossmodalnet.inference.predict import load_model, predict
 
     model = load_model(args.checkpoint)
     adata = ad.read_h5ad(args.input)

@@ -95,7 +95,7 @@ def run_ours(paths: dict[str, Path], run_dir: Path, overrides: list[str], thread
     metrics = json.loads((run_dir / "metrics.json").read_text())
     row = {"wall_s": wall, "fit_s": metrics.get("train/fit_seconds"), "epochs": metrics.get("epochs"),
            "test_pearson_cell": metrics.get("test/pearson_cell")}
-    # where the wall time went (crossmodalnet/timing.py); start-up = interpreter, imports and Hydra
+    # where the wall time went (crossmodalnet/training/timing.py); start-up = interpreter, imports and Hydra
     row.update({f"{stage}_s": metrics.get(f"time/{stage}_s") for stage in STAGES})
     if metrics.get("time/total_s") is not None:
         row["startup_s"] = wall - metrics["time/total_s"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crossmodalnet.tables import table_cli  # noqa: E402
+from crossmodalnet.training.tables import table_cli  # noqa: E402
 
 if __name__ == "__main__":
     table_cli("table1")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crossmodalnet.tables import s2_cli  # noqa: E402
+from crossmodalnet.training.tables import s2_cli  # noqa: E402
 
 if __name__ == "__main__":
     s2_cli()

@@ -12,20 +12,19 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+from crossmodalnet.utils.config_dir import CONFIG_DIR  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="tune")
 def main(cfg: DictConfig) -> float | None:
     from crossmodalnet.data.validate import DataError
-    from crossmodalnet.tune import TuneConfigError, run_sweep
-    from crossmodalnet.tune_results import metric_column
+    from crossmodalnet.tune.sweep import TuneConfigError, run_sweep
+    from crossmodalnet.tune.results import metric_column
 
     try:
         outcome = run_sweep(cfg, choices=dict(HydraConfig.get().runtime.choices))

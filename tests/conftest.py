@@ -54,7 +54,9 @@ def trained_ood_run(tmp_path_factory):
     day 3 held out, so the model has learned days 2 and 4. Returns (run_dir, metrics, checkpoint path)."""
     from hydra import compose, initialize_config_dir
 
-    from crossmodalnet.train import CONFIG_DIR, train
+    from crossmodalnet.training.run import train
+
+    from crossmodalnet.utils.config_dir import CONFIG_DIR
 
     run_dir = tmp_path_factory.mktemp("ood_run")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

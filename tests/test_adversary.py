@@ -43,7 +43,7 @@ def test_time_probe_keeps_a_rare_time_point_its_subset_would_miss(monkeypatch):
     """The probe fits on a seeded subset of training cells, but never on one that lost a time point."""
     import numpy as np
 
-    from crossmodalnet import latent_time
+    from crossmodalnet.interpret import latent_time
 
     monkeypatch.setattr(latent_time, "PROBE_MAX_TRAIN_CELLS", 10)
     y = np.zeros(1000, dtype=int)

@@ -72,7 +72,7 @@ def test_fit_anndata_with_array_proteins_and_predict_keeps_annotations(sim, tmp_
 
 
 def test_fit_mudata_and_predict_h5mu_from_the_command_line(sim, tmp_path):
-    from crossmodalnet.predict import main
+    from crossmodalnet.cli.predict import main
 
     mdata = _mudata(sim)
     run = crossmodalnet.fit(mdata, time_key="day", model="ridge", output_dir=tmp_path / "run", **FAST)
@@ -192,7 +192,7 @@ def test_every_documented_preprocess_key_is_in_every_data_config():
     from hydra import compose, initialize_config_dir
 
     from crossmodalnet.data.preprocess import Preprocessor
-    from crossmodalnet.train import CONFIG_DIR
+    from crossmodalnet.utils.config_dir import CONFIG_DIR
 
     fields = {f.name for f in dataclasses.fields(Preprocessor) if f.init}
     docs = (Path(CONFIG_DIR).parent / "docs" / "data.md").read_text()

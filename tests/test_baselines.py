@@ -14,8 +14,8 @@ from crossmodalnet.baselines import (Baseline, BaselineUnavailable, LightGBMBase
                                      RidgeBaseline, ScipennBaseline, SVDRidgeBaseline, scipenn_available)
 from crossmodalnet.baselines.lightgbm import _distribution
 from crossmodalnet.data.datamodule import CiteDataModule
-from crossmodalnet.losses import nlc_loss
-from crossmodalnet.metrics import regression_metrics
+from crossmodalnet.models.losses import nlc_loss
+from crossmodalnet.reporting.metrics import regression_metrics
 from crossmodalnet.models.mlp import MLP
 from conftest import run_train
 
@@ -174,8 +174,8 @@ def test_train_py_runs_a_baseline_and_writes_the_run_dir(tmp_path):
 
 @pytest.mark.skipif(SCIPENN_OK, reason="sciPENN is installed here")
 def test_train_scipenn_unavailable_raises_the_reason_not_hydras_wrapper(tmp_path):
-    from crossmodalnet.tables import compose_config
-    from crossmodalnet.train import train
+    from crossmodalnet.training.tables import compose_config
+    from crossmodalnet.training.run import train
 
     cfg = compose_config(["experiment=demo_fast", "model=scipenn", "logger=none", "callbacks.progress_bar=null"],
                          tmp_path / "run")

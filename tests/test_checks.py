@@ -18,8 +18,8 @@ import torch
 from crossmodalnet.data.datamodule import CiteDataModule
 from crossmodalnet.data.simulate import simulate_cite
 from crossmodalnet.data.validate import DataError, check_matrix
-from crossmodalnet.guards import NonFiniteError, check_finite, check_gradients, check_metrics, write_metrics
-from crossmodalnet.rundir import check_output, prepare_run_dir
+from crossmodalnet.training.guards import NonFiniteError, check_finite, check_gradients, check_metrics, write_metrics
+from crossmodalnet.training.rundir import check_output, prepare_run_dir
 
 TINY = dict(n_cells=90, n_genes=30, n_proteins=5)
 
@@ -33,7 +33,7 @@ def compose_train(run_dir: Path, data_path: Path | None = None, *overrides: str)
     """The config ``python train.py`` would get, on a tiny file or the tiny simulator, 1 epoch, no plots."""
     from hydra import compose, initialize_config_dir
 
-    from crossmodalnet.train import CONFIG_DIR
+    from crossmodalnet.utils.config_dir import CONFIG_DIR
 
     kind = "mudata" if data_path is not None and str(data_path).endswith(".h5mu") else "anndata"
     data = ([f"data={kind}", f"data.source.path={data_path}"] if data_path is not None else
@@ -161,7 +161,7 @@ class PoisonGradient(L.Callback):
     ("crossmodalnet", PoisonWeight, r"training stopped at epoch 0, step 1: the .* is (NaN|not finite)"),
 ])
 def test_training_stops_at_the_first_non_finite_value(tmp_path, model, poison, message):
-    from crossmodalnet.train import train
+    from crossmodalnet.training.run import train
 
     cfg = compose_train(tmp_path / "run", None, f"model={model}")
     with pytest.raises(NonFiniteError, match=message):
@@ -203,7 +203,7 @@ def test_check_output(tmp_path):
 
 @pytest.mark.slow
 def test_train_refuses_a_finished_run_dir_unless_overwrite(tmp_path, small):
-    from crossmodalnet.train import train
+    from crossmodalnet.training.run import train
 
     path = tmp_path / "cite.h5ad"
     small.write_h5ad(path)
@@ -222,8 +222,8 @@ def test_train_refuses_a_finished_run_dir_unless_overwrite(tmp_path, small):
 @pytest.fixture(scope="module")
 def counts_model(tmp_path_factory):
     """A tiny model trained on log-normalised raw counts (so prediction reads and checks counts)."""
-    from crossmodalnet.predict import load_model
-    from crossmodalnet.train import train
+    from crossmodalnet.inference.predict import load_model
+    from crossmodalnet.training.run import train
 
     tmp = tmp_path_factory.mktemp("counts_run")
     data = simulate_cite(**TINY, seed=0)
@@ -234,7 +234,7 @@ def counts_model(tmp_path_factory):
 
 @pytest.mark.slow
 def test_predict_checks_the_new_file(counts_model, small):
-    from crossmodalnet.predict import predict
+    from crossmodalnet.inference.predict import predict
 
     meta = counts_model.preprocessing
     assert len(meta["gene_max"]) == len(counts_model.gene_names) and meta["integer_counts"] is True
@@ -254,7 +254,7 @@ def test_predict_checks_the_new_file(counts_model, small):
 
 @pytest.mark.slow
 def test_predict_reports_cells_far_outside_the_training_range(counts_model, small):
-    from crossmodalnet.predict import predict
+    from crossmodalnet.inference.predict import predict
 
     counts = small.layers["counts"].toarray().astype(np.float32)
     ok = ad.AnnData(X=sp.csr_matrix(counts), obs=small.obs.copy(), var=small.var.copy())

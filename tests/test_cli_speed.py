@@ -11,7 +11,7 @@ import pytest
 HEAVY = ("torch", "anndata", "pandas", "lightning", "scipy")
 
 
-@pytest.mark.parametrize("module", ["crossmodalnet.predict", "crossmodalnet.interpret.cli"])
+@pytest.mark.parametrize("module", ["crossmodalnet.cli.predict", "crossmodalnet.cli.saliency"])
 def test_help_imports_nothing_heavy(module):
     code = (f"import sys, {module} as m\n"
             "m._parser().format_help()\n"
@@ -23,13 +23,13 @@ def test_help_imports_nothing_heavy(module):
 def test_help_runs_without_the_heavy_imports():
     """`--help` through the module entry point works; what keeps it quick (no torch/Lightning/scanpy import before
     the arguments are parsed) is checked above, its time is measured in benchmarks, not asserted here."""
-    proc = subprocess.run([sys.executable, "-m", "crossmodalnet.predict", "--help"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "crossmodalnet.cli.predict", "--help"], capture_output=True,
                           text=True)
     assert proc.returncode == 0 and "--interval" in proc.stdout
 
 
 def test_saliency_cli_choices_match_the_library():
-    from crossmodalnet.interpret import cli
+    from crossmodalnet.cli import saliency as cli
     from crossmodalnet.interpret.saliency import RANK_BY
 
     assert cli.RANK_BY == RANK_BY
@@ -40,7 +40,7 @@ def test_old_format_warnings_are_silenced_and_others_are_not():
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        from crossmodalnet._quiet import silence_noise
+        from crossmodalnet.utils.quiet import silence_noise
 
         silence_noise()
         warnings.warn("Element '/obs/phase' was written without encoding metadata.", UserWarning)

@@ -22,7 +22,7 @@ COMMON = ("experiment=demo_fast", "torch_threads=1", "trainer.accelerator=cpu", 
           "data.source.n_cells=250", "data.source.n_genes=60", "data.batch_size=39", "model.dropout=0",
           "model.latent_dim=16", "uncertainty.enabled=false", "++plots=false")
 DDP = ("trainer.devices=2", "trainer.strategy=ddp", "trainer.sync_batchnorm=true",
-       "+callbacks.replica_check._target_=crossmodalnet.distributed.ReplicaCheck")
+       "+callbacks.replica_check._target_=crossmodalnet.training.distributed.ReplicaCheck")
 # Linear biases right before a BatchNorm (and z's BatchNorm shift, which reaches MLP2 only through Linear -> BN)
 # have a zero gradient in exact arithmetic: Adam turns rounding noise there into full steps, so they are skipped
 BEFORE_BATCHNORM = {"network.input_layer.bias", "network.encoder_rest.3.bias", "network.decoder.0.bias",
@@ -33,7 +33,8 @@ BEFORE_BATCHNORM = {"network.input_layer.bias", "network.encoder_rest.3.bias", "
 
 
 def train_in_process(run_dir: Path, *overrides: str) -> dict:
-    from crossmodalnet.train import CONFIG_DIR, train
+    from crossmodalnet.training.run import train
+    from crossmodalnet.utils.config_dir import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*overrides, "callbacks.progress_bar=null",
@@ -84,7 +85,9 @@ def _initial(model: str) -> dict[str, torch.Tensor]:
     """The untrained model of the same config (same seed): to check that training moved the weights."""
     import lightning as L
 
-    from crossmodalnet.train import CONFIG_DIR, build_datamodule, build_model
+    from crossmodalnet.training.run import build_datamodule, build_model
+
+    from crossmodalnet.utils.config_dir import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*COMMON, f"model={model}", "paths.output_dir=unused"])

@@ -10,12 +10,12 @@ from matplotlib.image import imread
 
 from crossmodalnet.data.simulate import simulate_cite
 from crossmodalnet.data.validate import DataError
-from crossmodalnet.interpret import plots
+from crossmodalnet.reporting import figures as plots
 from crossmodalnet.interpret.gsea import gsea_prerank
 from crossmodalnet.interpret.recovery import causal_sets
 from crossmodalnet.interpret.saliency import saliency
 from crossmodalnet.interpret.time_embedding import time_embedding_pca
-from crossmodalnet.predict import load_model
+from crossmodalnet.inference.predict import load_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -103,8 +103,8 @@ def test_sweep_figure_is_a_readable_grid(tmp_path):
     """All hyperparameters in a grid (not a one-row strip), the best trial starred, text at a readable size."""
     from matplotlib.image import imread
 
-    from crossmodalnet.tune import Hyperparameter
-    from crossmodalnet.tune_results import importance, plot_sweep
+    from crossmodalnet.tune.sweep import Hyperparameter
+    from crossmodalnet.tune.results import importance, plot_sweep
 
     space = {"model.lr": Hyperparameter("model.lr", "loguniform", 1e-4, 1e-1),
              "model.dropout": Hyperparameter("model.dropout", "choice", values=(0.0, 0.1, 0.3)),
@@ -156,8 +156,8 @@ def test_training_curves_need_a_lightning_log(tmp_path):
 
 def test_sweep_figure_without_any_finished_trial(tmp_path):
     """Every trial failed: the figure still draws (empty panels), no exception."""
-    from crossmodalnet.tune import Hyperparameter
-    from crossmodalnet.tune_results import importance, plot_sweep
+    from crossmodalnet.tune.sweep import Hyperparameter
+    from crossmodalnet.tune.results import importance, plot_sweep
 
     space = {"model.lr": Hyperparameter("model.lr", "loguniform", 1e-4, 1e-1)}
     table = pd.DataFrame({"trial_index": [0, 1], "model.lr": [1e-3, 1e-2], "val/pearson_cell_max": [np.nan, np.nan]})
@@ -171,7 +171,8 @@ def test_predict_figures_leave_out_the_cells_the_model_was_trained_on(tmp_path, 
     import anndata as ad
     from omegaconf import OmegaConf
 
-    from crossmodalnet.predict import _training_cells, _write_figures, predict
+    from crossmodalnet.cli.predict import _training_cells, _write_figures
+    from crossmodalnet.inference.predict import predict
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

@@ -196,7 +196,7 @@ def test_training_on_corrupted_input_is_a_clean_error_or_a_finite_run(tmp_path, 
     for change in changes:
         data = corrupt(data, change)
     path = write(data, work / "cite", fmt)
-    from crossmodalnet.train import train
+    from crossmodalnet.training.run import train
 
     cfg = compose_train(work / "run", path, f"model={model}", f"data.preprocess.rna={rna}",
                         f"data.preprocess.protein={protein}", *split)
@@ -215,8 +215,8 @@ def test_training_on_corrupted_input_is_a_clean_error_or_a_finite_run(tmp_path, 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny model on raw counts (rna=log_normalize) for the prediction fuzz."""
-    from crossmodalnet.predict import load_model
-    from crossmodalnet.train import train
+    from crossmodalnet.inference.predict import load_model
+    from crossmodalnet.training.run import train
 
     tmp = tmp_path_factory.mktemp("fuzz_model")
     base_data(0).write_h5ad(tmp / "cite.h5ad")
@@ -230,7 +230,7 @@ def trained(tmp_path_factory):
 @given(changes=st.lists(corruption, min_size=1, max_size=2), in_layer=st.booleans(),
        time=st.sampled_from([None, 2, 3, 2.5, 9, "day 4"]))
 def test_prediction_on_corrupted_input_is_a_clean_error_or_finite(trained, changes, in_layer, time):
-    from crossmodalnet.predict import predict
+    from crossmodalnet.inference.predict import predict
 
     data = base_data(1)
     for change in changes:

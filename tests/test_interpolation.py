@@ -10,7 +10,7 @@ from crossmodalnet.data.simulate import simulate_cite
 from crossmodalnet.data.timepoints import TimeAxis, TimeError
 from crossmodalnet.data.validate import DataError
 from crossmodalnet.interpret.time_embedding import interpolated_embedding, time_embedding_pca
-from crossmodalnet.predict import load_model, predict, resolve_time
+from crossmodalnet.inference.predict import load_model, predict, resolve_time
 
 
 @pytest.fixture(scope="module")

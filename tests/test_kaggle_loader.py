@@ -196,7 +196,7 @@ def test_hspc_ood_experiment_config_on_kaggle_files(hspc_dir, tmp_path):
     """experiment=hspc_ood as composed by Hydra: the loader, days 2/4 for training and day 3 held out."""
     from hydra import compose, initialize_config_dir
 
-    from crossmodalnet.train import build_datamodule
+    from crossmodalnet.training.run import build_datamodule
 
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["experiment=hspc_ood", f"data.data_dir={hspc_dir}",

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crossmodalnet.losses import discriminator_loss, fader_loss, gradient_penalty, nlc_loss
-from crossmodalnet.metrics import pearson_per_cell, pearson_per_protein, regression_metrics, rowwise_pearson
+from crossmodalnet.models.losses import discriminator_loss, fader_loss, gradient_penalty, nlc_loss
+from crossmodalnet.reporting.metrics import pearson_per_cell, pearson_per_protein, regression_metrics, rowwise_pearson
 
 
 def test_nlc_matches_hand_computation():

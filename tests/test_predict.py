@@ -14,7 +14,8 @@ import torch
 
 from crossmodalnet.data.simulate import simulate_cite
 from crossmodalnet.data.validate import DataError
-from crossmodalnet.predict import align_genes, load_model, main, predict
+from crossmodalnet.cli.predict import main
+from crossmodalnet.inference.predict import align_genes, load_model, predict
 
 
 @pytest.fixture(scope="module")

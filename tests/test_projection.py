@@ -162,7 +162,9 @@ def svd_run(tmp_path_factory):
     """A tiny CrossmodalNet trained on 16 SVD components through train(cfg)."""
     from hydra import compose, initialize_config_dir
 
-    from crossmodalnet.train import CONFIG_DIR, train
+    from crossmodalnet.training.run import train
+
+    from crossmodalnet.utils.config_dir import CONFIG_DIR
 
     run_dir = tmp_path_factory.mktemp("svd_run")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -175,7 +177,7 @@ def svd_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_checkpoint_keeps_genes_and_projection_and_predict_applies_it(svd_run):
-    from crossmodalnet.predict import load_model, predict
+    from crossmodalnet.inference.predict import load_model, predict
 
     run_dir, metrics, ckpt = svd_run
     meta = torch.load(ckpt, map_location="cpu", weights_only=False)["crossmodalnet"]
@@ -185,7 +187,7 @@ def test_checkpoint_keeps_genes_and_projection_and_predict_applies_it(svd_run):
     # the run's own test predictions (from the data module's projected inputs) ...
     expected = ad.read_h5ad(run_dir / "predictions.h5ad")
     cells = simulate_cite(n_cells=300, n_genes=200, n_proteins=12, seed=0)[expected.obs_names]
-    # ... are what crossmodalnet.predict gives on a file with its genes shuffled and an extra gene
+    # ... are what crossmodalnet.inference.predict gives on a file with its genes shuffled and an extra gene
     order = np.random.default_rng(1).permutation(cells.n_vars)
     shuffled = ad.AnnData(X=sp.hstack([cells.X[:, order], sp.csr_matrix(np.ones((cells.n_obs, 1)))]).tocsr(),
                           obs=cells.obs.copy())
@@ -209,7 +211,9 @@ def test_checkpoint_keeps_genes_and_projection_and_predict_applies_it(svd_run):
 def test_every_model_trains_on_svd_components(tmp_path, model_name, extra):
     from hydra import compose, initialize_config_dir
 
-    from crossmodalnet.train import CONFIG_DIR, train
+    from crossmodalnet.training.run import train
+
+    from crossmodalnet.utils.config_dir import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
@@ -246,9 +250,10 @@ def test_time_to_accuracy_variants_parse():
 def test_a_baseline_saved_with_the_projection_predicts_new_files(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from crossmodalnet.loading import load_trained
-    from crossmodalnet.predict import predict
-    from crossmodalnet.train import CONFIG_DIR, train
+    from crossmodalnet.inference.load import load_trained
+    from crossmodalnet.inference.predict import predict
+    from crossmodalnet.training.run import train
+    from crossmodalnet.utils.config_dir import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
@@ -287,7 +292,7 @@ def test_threaded_sparse_products_equal_the_single_threaded_ones():
 @pytest.mark.parametrize("lo_above_zero", [False, True])
 def test_sparse_range_check_reports_what_the_dense_one_does(lo_above_zero):
     """Far-out gene values are counted and the worst named alike on CSR blocks and their dense copies."""
-    from crossmodalnet.predict import RangeMonitor
+    from crossmodalnet.inference.predict import RangeMonitor
 
     lo, hi = np.zeros(30, np.float32), np.full(30, 3.0, np.float32)
     if lo_above_zero:
@@ -313,7 +318,7 @@ def test_auto_keeps_the_genes_for_models_that_reduce_them_themselves(model, expe
     """SVD + ridge (its own SVD) and scIPENN (its own gene model) read genes under svd_components=auto."""
     from hydra import compose, initialize_config_dir
 
-    from crossmodalnet.train import _preprocess_settings
+    from crossmodalnet.training.run import _preprocess_settings
 
     with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"model={model}", "data=anndata"])

@@ -16,7 +16,7 @@ from crossmodalnet.data.myeloid import load_myeloid
 from crossmodalnet.data.preprocess import Preprocessor
 from crossmodalnet.data.sources import bmmc
 from crossmodalnet.data.validate import DataError, validate_cite
-from crossmodalnet.train import build_datamodule
+from crossmodalnet.training.run import build_datamodule
 from conftest import REPO_ROOT, run_train, shared_data
 
 CONFIG_DIR = str(REPO_ROOT / "configs")

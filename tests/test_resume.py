@@ -16,7 +16,7 @@ COMMON = ("experiment=demo_fast", "torch_threads=1", "trainer.accelerator=cpu", 
 
 
 def _compose(run_dir, *overrides: str):
-    from crossmodalnet.train import CONFIG_DIR
+    from crossmodalnet.utils.config_dir import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(config_name="train", overrides=[*COMMON, *overrides, "callbacks.progress_bar=null",
@@ -46,10 +46,10 @@ def _assert_equal_tree(a, b, where: str) -> None:
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
-    from crossmodalnet.train import train
+    from crossmodalnet.training.run import train
 
     run = tmp_path / "run"
-    proc, _ = run_train(tmp_path, *COMMON, "+callbacks.kill._target_=crossmodalnet.testing.KillAfterEpoch",
+    proc, _ = run_train(tmp_path, *COMMON, "+callbacks.kill._target_=crossmodalnet.training.hooks.KillAfterEpoch",
                         "+callbacks.kill.epoch=1", expect_ok=False)
     assert proc.returncode == -9, proc.stderr[-3000:]  # SIGKILL after epoch index 1: two epochs done
     assert _ckpt(run)["epoch"] == 1 and not (run / "metrics.json").exists()
@@ -95,7 +95,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     (("ckpt_path=/nonexistent/last.ckpt",), "no such checkpoint"),
 ])
 def test_set_ups_that_cannot_work_are_one_line(tmp_path, overrides, message):
-    from crossmodalnet.train import train
+    from crossmodalnet.training.run import train
 
     with pytest.raises(DataError) as err:
         train(_compose(tmp_path / "run", "data.source.n_cells=120", *overrides))

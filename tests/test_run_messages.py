@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from crossmodalnet.evaluate import metric_key, reference_warning
+from crossmodalnet.training.evaluate import metric_key, reference_warning
 
 
 def test_time_labels_in_metric_keys_have_no_spaces():
@@ -26,7 +26,7 @@ def test_reference_warning_only_when_the_run_does_not_beat_the_train_mean():
 @pytest.mark.slow
 def test_offline_wandb_run_says_where_it_went(tmp_path, monkeypatch, caplog):
     pytest.importorskip("wandb")
-    from crossmodalnet.loggers import wandb_logger
+    from crossmodalnet.training.loggers import wandb_logger
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     logger = wandb_logger(project="crossmodalnet-test", save_dir=str(tmp_path))
@@ -42,7 +42,7 @@ def test_offline_wandb_run_says_where_it_went(tmp_path, monkeypatch, caplog):
 def test_stage_clock_adds_up_repeated_stages_and_reports_them():
     import time
 
-    from crossmodalnet.timing import StageClock
+    from crossmodalnet.training.timing import StageClock
 
     clock = StageClock()
     for _ in range(2):

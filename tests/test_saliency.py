@@ -12,13 +12,13 @@ from torch import nn
 
 from crossmodalnet.data.simulate import simulate_cite
 from crossmodalnet.data.validate import DataError
-from crossmodalnet.interpret.cli import main as saliency_main
+from crossmodalnet.cli.saliency import main as saliency_main
 from crossmodalnet.interpret.gsea import gsea_prerank, read_gmt
 from crossmodalnet.interpret.recovery import causal_sets, gene_protein_correlation, ranking_recovery
 from conftest import shared_data
 from crossmodalnet.interpret.saliency import (DEFAULT_METHOD, METHODS, batch_gradients, captum_attributions,
                                               protein_indices, saliency, saliency_from_batches)
-from crossmodalnet.predict import load_model
+from crossmodalnet.inference.predict import load_model
 
 
 class LinearModel(nn.Module):
@@ -295,8 +295,8 @@ def test_method_option_reaches_the_api_and_unknown_method_is_a_clear_error(model
 def test_method_option_reaches_the_recovery_metric(trained_ood_run):
     from omegaconf import OmegaConf
 
-    from crossmodalnet.evaluate import saliency_recovery
-    from crossmodalnet.train import build_datamodule
+    from crossmodalnet.training.evaluate import saliency_recovery
+    from crossmodalnet.training.run import build_datamodule
 
     model = load_model(trained_ood_run[2])
     dm = build_datamodule(OmegaConf.load(trained_ood_run[0] / "config.yaml"))

@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from crossmodalnet.data.datamodule import CiteDataModule
 from crossmodalnet.data.simulate import simulate_cite
 from crossmodalnet.models.mlp import MLP
-from crossmodalnet.schedule import PlateauSchedule
+from crossmodalnet.training.schedule import PlateauSchedule
 
 
 def _fit(schedule: PlateauSchedule, epochs: int, early: EarlyStopping | None = None):

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crossmodalnet.tables import (METHODS, PAPER_TABLE1, PAPER_TABLE_S2, markdown_table, parse_method_overrides,
+from crossmodalnet.training.tables import (METHODS, PAPER_TABLE1, PAPER_TABLE_S2, markdown_table, parse_method_overrides,
                                   s2_cli, summarise, summarise_s2, table_cli)
 
 # The scripts are thin wrappers (scripts/reproduce_table{1,2}.py -> table_cli, scripts/runtime_table_s2.py ->

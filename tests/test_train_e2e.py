@@ -77,7 +77,7 @@ def test_bad_input_file_gives_one_clear_line(tmp_path, tiny_adata):
 
 
 def test_wandb_is_offline_unless_configured(monkeypatch, tmp_path):
-    from crossmodalnet.loggers import wandb_configured
+    from crossmodalnet.training.loggers import wandb_configured
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)

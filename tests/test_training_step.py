@@ -11,7 +11,7 @@ import torch
 
 from crossmodalnet.data.datamodule import CiteDataModule
 from crossmodalnet.data.simulate import simulate_cite
-from crossmodalnet.losses import fader_loss, nlc_loss
+from crossmodalnet.models.losses import fader_loss, nlc_loss
 from crossmodalnet.models.crossmodalnet import CrossmodalNet
 from crossmodalnet.models.gradnorm import GradNorm
 from crossmodalnet.models.network import first_layer
@@ -219,7 +219,7 @@ def test_network_gradient_is_the_weighted_loss_gradient_alone(formulation, gradn
 
 
 def test_confusion_term_is_zero_at_uniform_and_positive_elsewhere():
-    from crossmodalnet.losses import adversarial_loss
+    from crossmodalnet.models.losses import adversarial_loss
 
     t = torch.tensor([0, 1, 2, 0])
     assert adversarial_loss(torch.zeros(4, 3), t, "confusion").item() == pytest.approx(0.0, abs=1e-7)

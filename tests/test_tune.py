@@ -20,7 +20,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from crossmodalnet.tune import (TRIAL_RUN_DIR, Hyperparameter, TuneConfigError, _fill, check_ray_address,
+from crossmodalnet.tune.sweep import (TRIAL_RUN_DIR, Hyperparameter, TuneConfigError, fill_token, check_ray_address,
                                 load_search_space, run_sweep, trial_base_config)
 
 from conftest import REPO_ROOT, run_train
@@ -158,7 +158,7 @@ def test_trial_config_is_resolved_in_the_driver_with_a_run_dir_slot(tmp_path):
     assert "${" not in json.dumps(base)  # nothing left for a Ray worker to resolve
     assert Path(base["paths"]["root_dir"]).is_absolute()
     assert base["trainer"]["enable_progress_bar"] is False and base["callbacks"]["progress_bar"] is None
-    filled = _fill(base, TRIAL_RUN_DIR, "/x/trial_1/run")
+    filled = fill_token(base, TRIAL_RUN_DIR, "/x/trial_1/run")
     assert filled["callbacks"]["model_checkpoint"]["dirpath"] == "/x/trial_1/run/checkpoints"
     assert base["paths"]["output_dir"] == TRIAL_RUN_DIR  # _fill copies
 
@@ -198,7 +198,7 @@ def test_bad_sweep_settings_fail_before_starting(tmp_path, override, message):
 def test_asha_is_optional_and_counts_epochs():
     from ray.tune.schedulers import ASHAScheduler
 
-    from crossmodalnet.tune import _scheduler
+    from crossmodalnet.tune.sweep import _scheduler
 
     cfg, _ = compose_tune("experiment=demo_fast", "trainer.max_epochs=30")
     assert _scheduler(cfg.tune, cfg) is None  # the paper's plain random search
@@ -284,9 +284,9 @@ def _interrupt_when_second_trial_has_a_checkpoint(experiment_dir: Path, timeout:
 
 
 def _held_sweep(release_file: Path) -> tuple[str, ...]:
-    """SWEEP, with trial 1 held before its third epoch until ``release_file`` exists (crossmodalnet.testing): the
+    """SWEEP, with trial 1 held before its third epoch until ``release_file`` exists (crossmodalnet.training.hooks): the
     interruption then finds it after exactly two epochs however fast an epoch is."""
-    return (*SWEEP, "+callbacks.hold._target_=crossmodalnet.testing.HoldAtEpoch", "+callbacks.hold.epoch=2",
+    return (*SWEEP, "+callbacks.hold._target_=crossmodalnet.training.hooks.HoldAtEpoch", "+callbacks.hold.epoch=2",
             "+callbacks.hold.match=_00001", f"+callbacks.hold.release_file={release_file}")
 
 

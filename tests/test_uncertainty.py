@@ -9,7 +9,7 @@ import pytest
 
 from crossmodalnet.data.simulate import simulate_cite
 from crossmodalnet.data.validate import DataError
-from crossmodalnet.uncertainty import (ConformalCalibration, calibrate, check_level, coverage_metrics,
+from crossmodalnet.inference.intervals import (ConformalCalibration, calibrate, check_level, coverage_metrics,
                                        find_calibration)
 
 
@@ -73,7 +73,7 @@ def test_round_trip_through_a_file(tmp_path):
 def test_training_run_stores_and_predict_applies_intervals(trained_ood_run):
     """The demo run (day 3 held out): metrics.json scores the intervals on the held-out day, the checkpoint
     carries the calibration, and predict(interval=...) writes lower <= prediction <= upper."""
-    from crossmodalnet.predict import load_model, predict
+    from crossmodalnet.inference.predict import load_model, predict
 
     run_dir, metrics, ckpt = trained_ood_run
     for key in ("coverage", "mean_width", "coverage_min_protein", "n_calibration_cells"):
@@ -102,7 +102,9 @@ def test_simulator_90_percent_intervals_cover_87_to_93_percent(tmp_path):
     test cells in [0.87, 0.93]. Validity does not depend on the fit, so a few epochs suffice."""
     from hydra import compose, initialize_config_dir
 
-    from crossmodalnet.train import CONFIG_DIR, train
+    from crossmodalnet.training.run import train
+
+    from crossmodalnet.utils.config_dir import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
@@ -118,9 +120,9 @@ def test_too_few_calibration_cells_are_not_scored_as_infinite(trained_ood_run, c
     warning instead of an infinite width (which would fail the run)."""
     from omegaconf import OmegaConf
 
-    from crossmodalnet.predict import load_model
-    from crossmodalnet.train import build_datamodule
-    from crossmodalnet.uncertainty import fit_and_score, min_cells
+    from crossmodalnet.inference.predict import load_model
+    from crossmodalnet.training.run import build_datamodule
+    from crossmodalnet.inference.intervals import fit_and_score, min_cells
 
     assert (min_cells(0.9), min_cells(0.95), min_cells(0.5)) == (9, 19, 1)
     run_dir, _, ckpt = trained_ood_run

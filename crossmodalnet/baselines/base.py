@@ -4,6 +4,13 @@ A baseline is fitted on the data module's preprocessed training split (genes as 
 and predicts a (cells x proteins) array. ``train(cfg)`` builds it from ``cfg.model`` exactly like a
 LightningModule (it receives and may ignore ``n_genes``, ``n_proteins``, ``time_axis``) and writes the same
 run dir, so the table scripts treat every method alike.
+
+Time as an input (issue 18): ``time_features`` = ``onehot`` / ``poly`` / ``spline``
+(:mod:`crossmodalnet.data.time_features`) appends standardised time columns to every cell's input, built from the
+cells' time weights (the same ones the Lightning models read), fitted on the training cells and kept with the model,
+so ``predict(x, time_weights)`` works at any time the encoding covers. ``none`` (default) is the paper's baseline.
+A subclass that transforms the genes itself (SVD + ridge, scIPENN) finds the time columns after the first
+``n_genes`` columns of ``x`` (:meth:`Baseline.split_time`).
 """
 from __future__ import annotations
 
@@ -16,6 +23,10 @@ import joblib
 import numpy as np
 import scipy.sparse as sp
 
+from crossmodalnet.data.time_features import TimeFeatures
+from crossmodalnet.data.timepoints import TimeAxis
+from crossmodalnet.utils.settings import warn_ignored  # noqa: F401  (re-exported)
+
 log = logging.getLogger(__name__)
 
 
@@ -27,9 +38,11 @@ Matrix = np.ndarray | sp.spmatrix
 
 
 class Baseline(ABC):
-    """fit(x, y, x_val, y_val) -> self; predict(x) -> (cells x proteins) float32 array.
+    """fit(x, y, x_val, y_val, time_weights, val_time_weights) -> self; predict(x, time_weights) -> (cells x
+    proteins) float32 array.
 
-    ``x``: cells x genes (CSR or dense), already preprocessed by the data module; ``y``: cells x proteins.
+    ``x``: cells x genes (CSR or dense), already preprocessed by the data module; ``y``: cells x proteins;
+    ``time_weights``: cells x learned times (only read with ``time_features`` other than ``none``).
     """
 
     name: str = "baseline"
@@ -38,30 +51,75 @@ class Baseline(ABC):
     auto_svd_input: bool = True
 
     def __init__(self, n_genes: int | None = None, n_proteins: int | None = None,
-                 time_axis: dict | None = None, seed: int = 0, **ignored: Any) -> None:
+                 time_axis: dict | None = None, seed: int = 0, time_features: str = "none", time_degree: int = 2,
+                 time_knots: int | None = None, **ignored: Any) -> None:
         warn_ignored(self.name, ignored)
         self.n_genes, self.n_proteins, self.seed = n_genes, n_proteins, int(seed)
         self.gene_names: list[str] | None = None
         self.protein_names: list[str] | None = None
+        self.time_encoder = TimeFeatures(time_features, time_degree, time_knots)
+        # the learned time axis; numeric encodings continue past its ends, so prediction extrapolates the time
+        self.time_axis = TimeAxis.from_dict(time_axis) if time_axis else None
+        if self.time_axis is not None:
+            self.time_axis.extrapolation = "nearest" if time_features in ("none", "onehot") else "extrapolate"
         self.fitted_ = False
 
-    def fit(self, x: Matrix, y: np.ndarray, x_val: Matrix | None = None,
-            y_val: np.ndarray | None = None) -> "Baseline":
+    @property
+    def uses_time(self) -> bool:
+        """Whether the cells' time is an input (``time_features`` other than ``none``)."""
+        return self.time_encoder.enabled
+
+    def fit(self, x: Matrix, y: np.ndarray, x_val: Matrix | None = None, y_val: np.ndarray | None = None,
+            time_weights: np.ndarray | None = None, val_time_weights: np.ndarray | None = None) -> "Baseline":
         x, y = self._check_xy(x, y)
+        if self.uses_time:
+            if self.time_axis is None:
+                raise ValueError(f"{self.name}: time_features={self.time_encoder.kind} needs the learned time axis "
+                                 "(time_axis=..., as train() passes it)")
+            self.time_encoder.fit(self._time_input(time_weights, "training"), self.time_axis)
+            x = self.with_time(x, time_weights, "training")
+            if x_val is not None:
+                x_val = self.with_time(x_val, val_time_weights, "validation")
         self._fit(x, y, x_val, None if y_val is None else np.asarray(y_val, dtype=np.float64))
         self.fitted_ = True
         return self
 
-    def predict(self, x: Matrix) -> np.ndarray:
+    def predict(self, x: Matrix, time_weights: np.ndarray | None = None) -> np.ndarray:
         if not self.fitted_:
             raise RuntimeError(f"{self.name}: call fit() before predict()")
         if self.n_genes is not None and x.shape[1] != self.n_genes:
             raise ValueError(f"{self.name}: expected {self.n_genes} genes, got {x.shape[1]}")
+        n_cells = x.shape[0]
+        if self.uses_time:
+            x = self.with_time(x, time_weights, "predicted")
         pred = np.asarray(self._predict(x), dtype=np.float32)
-        if pred.shape != (x.shape[0], self.n_proteins):
+        if pred.shape != (n_cells, self.n_proteins):
             raise RuntimeError(f"{self.name}: prediction has shape {pred.shape}, expected "
-                               f"({x.shape[0]}, {self.n_proteins})")
+                               f"({n_cells}, {self.n_proteins})")
         return pred
+
+    # -- time as an input --------------------------------------------------------------------------------------
+    def with_time(self, x: Matrix, time_weights: np.ndarray | None, which: str = "predicted") -> Matrix:
+        """``x`` with the cells' standardised time columns appended (CSR stays CSR)."""
+        feats = self.time_encoder.transform(self._time_input(time_weights, which))
+        if len(feats) != x.shape[0]:
+            raise ValueError(f"{self.name}: {x.shape[0]} cells but {len(feats)} rows of time weights")
+        if sp.issparse(x):
+            return sp.hstack([x, sp.csr_matrix(feats)], format="csr")
+        return np.hstack([np.asarray(x), feats.astype(np.asarray(x).dtype, copy=False)])
+
+    def split_time(self, x: Matrix) -> tuple[Matrix, np.ndarray]:
+        """(genes, time columns) of an input built by :meth:`with_time` (no time columns: an empty block)."""
+        if not self.uses_time:
+            return x, np.zeros((x.shape[0], 0), dtype=np.float32)
+        genes, time = x[:, : self.n_genes], x[:, self.n_genes:]
+        return genes, np.asarray(time.toarray() if sp.issparse(time) else time, dtype=np.float32)
+
+    def _time_input(self, time_weights: np.ndarray | None, which: str) -> np.ndarray:
+        if time_weights is None:
+            raise ValueError(f"{self.name} takes the time as input (time_features={self.time_encoder.kind}): "
+                             f"pass the {which} cells' time weights")
+        return time_weights
 
     def save(self, path: Path) -> Path:
         """Persist the fitted model (joblib); returns the path written."""
@@ -97,12 +155,6 @@ class Baseline(ABC):
         if sp.issparse(x):
             x = sp.csr_matrix(x)
         return x, y
-
-
-def warn_ignored(name: str, ignored: dict[str, Any]) -> None:
-    """Experiments written for CrossmodalNet may set its hyperparameters (latent_dim, dis_*): say they are unused."""
-    if ignored:
-        log.warning("%s ignores hyperparameters it does not have: %s", name, ", ".join(sorted(ignored)))
 
 
 def as_dense(x: Matrix, dtype=np.float32) -> np.ndarray:

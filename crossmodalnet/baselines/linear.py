@@ -49,7 +49,8 @@ class RidgeBaseline(Baseline):
 class SVDRidgeBaseline(Baseline):
     """Truncated SVD of the genes (fit on train) followed by ridge on the components.
 
-    ``n_components`` is capped below min(cells, genes), so tiny data still works.
+    ``n_components`` is capped below min(cells, genes), so tiny data still works. Time columns
+    (``time_features``) skip the SVD and join the components as they are.
     """
 
     name = "svd_ridge"
@@ -64,14 +65,16 @@ class SVDRidgeBaseline(Baseline):
         self.ridge = Ridge(alpha=self.alpha)
 
     def _fit(self, x: Matrix, y: np.ndarray, x_val, y_val) -> None:
-        k = min(self.n_components, min(x.shape) - 1)
+        genes, time = self.split_time(x)
+        k = min(self.n_components, min(genes.shape) - 1)
         if k < 1:
-            raise ValueError(f"svd_ridge: need at least 2 cells and 2 genes, got {x.shape}")
+            raise ValueError(f"svd_ridge: need at least 2 cells and 2 genes, got {genes.shape}")
         self.svd = TruncatedSVD(n_components=k, n_iter=self.n_iter, random_state=self.seed)
-        self.ridge.fit(self.svd.fit_transform(x), y)
+        self.ridge.fit(np.hstack([self.svd.fit_transform(genes), time]), y)
 
     def _predict(self, x: Matrix) -> np.ndarray:
-        return self.ridge.predict(self.svd.transform(x))
+        genes, time = self.split_time(x)
+        return self.ridge.predict(np.hstack([self.svd.transform(genes), time]))
 
     def params(self) -> dict[str, Any]:
         return {"n_components": int(self.svd.n_components) if self.svd else self.n_components,

@@ -12,6 +12,11 @@ sciPENN's own pipeline is kept: genes and training proteins are z-scored per bat
 ``val_split`` of the training cells for its own early stopping (``ES_max`` epochs without improvement), and
 its point prediction (the MSE head) is mapped back to the protein scale with the training mean and std.
 Inputs are the data module's preprocessed genes, so cell/log normalisation and HVG selection are off.
+
+Time as an input (``time_features``): the time columns join the genes as extra input features. They are already
+standardised on the training cells, so sciPENN's own z-scoring of the training input leaves them as they are; at
+prediction only the genes are scaled on the test cells (scaling a held-out day's constant time columns on their own
+would erase them).
 """
 from __future__ import annotations
 
@@ -73,8 +78,9 @@ class ScipennBaseline(Baseline):
 
         n = x.shape[0]
         obs = pd.DataFrame(index=[f"cell{i}" for i in range(n)])
-        genes = ad.AnnData(as_dense(x), obs=obs.copy(),
-                           var=pd.DataFrame(index=self.gene_names or [f"g{i}" for i in range(x.shape[1])]))
+        names = list(self.gene_names or [f"g{i}" for i in range(self.n_genes)])
+        names += [f"time_feature_{i}" for i in range(x.shape[1] - self.n_genes)]
+        genes = ad.AnnData(as_dense(x), obs=obs.copy(), var=pd.DataFrame(index=names))
         proteins = ad.AnnData(y.astype(np.float32), obs=obs.copy(),
                               var=pd.DataFrame(index=self.protein_names or [f"p{i}" for i in range(y.shape[1])]))
         # sciPENN's z-scoring of the training proteins (sc.pp.scale: unbiased std, zero std -> 1), to undo later
@@ -105,13 +111,15 @@ class ScipennBaseline(Baseline):
     def _predict(self, x: Matrix) -> np.ndarray:
         import scanpy as sc
 
-        genes = ad.AnnData(as_dense(x))
+        gene_part, time = self.split_time(x)
+        genes = ad.AnnData(as_dense(gene_part))
         if genes.n_obs > 1:
             sc.pp.scale(genes)  # sciPENN scales the test cells' genes on their own (gene_normalize)
+        inputs = np.hstack([np.asarray(genes.X, dtype=np.float32), time])
         model = self.api.model
         model.eval()
         with torch.no_grad():
-            out = model(torch.as_tensor(genes.X, dtype=torch.float32, device=self.api.device))["modality 2"]
+            out = model(torch.as_tensor(inputs, dtype=torch.float32, device=self.api.device))["modality 2"]
         point = out[0] if isinstance(out, (tuple, list)) else out
         return point.cpu().numpy() * self.protein_std_ + self.protein_mean_
 

@@ -6,7 +6,7 @@ import sys
 import warnings
 from typing import Callable
 
-from crossmodalnet._quiet import silence_noise
+from crossmodalnet.utils.quiet import silence_noise
 from crossmodalnet.errors import DataError
 
 

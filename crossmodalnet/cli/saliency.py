@@ -11,8 +11,8 @@ import re
 import sys
 from pathlib import Path
 
-from crossmodalnet._lazy import lazy
-from crossmodalnet.cli import run_cli
+from crossmodalnet.utils.lazy import lazy
+from crossmodalnet.cli.common import run_cli
 from crossmodalnet.errors import DataError
 
 # imported on first use: `crossmodalnet-saliency --help` must not wait seconds for them
@@ -75,9 +75,9 @@ def _default_dir(checkpoint: Path) -> Path:
 
 
 def _run(args) -> int:
-    from crossmodalnet.interpret import plots
+    from crossmodalnet.reporting import figures as plots
     from crossmodalnet.interpret.saliency import saliency
-    from crossmodalnet.predict import load_model
+    from crossmodalnet.inference.predict import load_model
 
     inp = Path(args.input).expanduser()
     if not inp.is_file():
@@ -85,7 +85,7 @@ def _run(args) -> int:
     if args.output_h5ad and Path(args.output_h5ad).expanduser().resolve() == inp.resolve():
         raise DataError(f"--output-h5ad {args.output_h5ad} is the input file; write to a new file")
     ckpt = Path(args.checkpoint).expanduser()
-    from crossmodalnet.rundir import check_output
+    from crossmodalnet.training.rundir import check_output
 
     out = Path(args.output_dir).expanduser() if args.output_dir else _default_dir(ckpt)
     check_output(out / "saliency.csv", args.overwrite)  # earlier results are never replaced silently
@@ -113,7 +113,7 @@ def _run(args) -> int:
         print(top[["protein", "rank", "gene", "saliency", "abs_saliency"]].to_string(index=False))
     mean_expr = result.meta["mean_expression"]
     coding = dict(zip(map(str, sim.get("protein_names", [])), map(str, sim.get("coding_gene", []))))
-    from crossmodalnet._progress import progress
+    from crossmodalnet.utils.progress import progress
 
     shown = result.proteins[:20]  # figures for at most 20 proteins; the tables hold all
     for protein in progress(shown, len(shown), "figures and GSEA per protein", show=bool(args.gmt)):
@@ -133,7 +133,7 @@ def _run(args) -> int:
 
 
 def _gsea(result, protein: str, args, stem: Path) -> None:
-    from crossmodalnet.interpret import plots
+    from crossmodalnet.reporting import figures as plots
     from crossmodalnet.interpret.gsea import gsea_prerank
 
     res = gsea_prerank(result.ranking(protein, args.rank_by), args.gmt, permutation_num=args.gsea_permutations)

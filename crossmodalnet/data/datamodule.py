@@ -12,10 +12,9 @@ from typing import Any, Callable
 import anndata as ad
 import lightning as L
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset
 
 from crossmodalnet.data.preprocess import Preprocessor
 from crossmodalnet.data.splits import Split, holdout_split, stratified_split
@@ -78,10 +77,10 @@ def batch_loader(dataset: CellBatches, batch_size: int, shuffle: bool, num_worke
     """A DataLoader whose sampler yields whole batches of row indices (one CSR slice per batch).
 
     ``batch_size`` is the global batch; with ``world`` > 1 processes each yields its share of every global batch
-    (crossmodalnet.distributed.GlobalBatchSampler). The shuffled order depends on (seed, epoch) only, so a resumed
+    (crossmodalnet.training.distributed.GlobalBatchSampler). The shuffled order depends on (seed, epoch) only, so a resumed
     run and every rank draw the same one; a trailing batch that would leave BatchNorm one cell is dropped.
     """
-    from crossmodalnet.distributed import GlobalBatchSampler
+    from crossmodalnet.data.sampler import GlobalBatchSampler
 
     sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle, seed=seed, rank=rank, world=world)
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,

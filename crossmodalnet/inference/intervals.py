@@ -14,7 +14,7 @@ reports it for ``data.holdout_time`` runs). With few validation cells the quanti
 of one calibration draw is Beta(k, n + 1 - k) distributed, sd about sqrt(level (1 - level) / n).
 
 The calibration is stored in the checkpoint (key :data:`CHECKPOINT_KEY`) and as ``calibration.npz`` in the run
-dir; :func:`crossmodalnet.predict.predict` applies it with ``interval=0.9`` as ``layers["lower"]`` and
+dir; :func:`crossmodalnet.inference.predict.predict` applies it with ``interval=0.9`` as ``layers["lower"]`` and
 ``layers["upper"]``.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 
 log = logging.getLogger("crossmodalnet")
 
-CHECKPOINT_KEY = "crossmodalnet_conformal"
+from crossmodalnet.models.base import CONFORMAL_KEY as CHECKPOINT_KEY  # noqa: E402
 FILE_NAME = "calibration.npz"
 METHODS = ("absolute", "scaled")
 

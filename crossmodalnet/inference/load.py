@@ -1,7 +1,7 @@
 """Load any model ``train()`` saved, for prediction: CrossmodalNet and MLP Lightning checkpoints, the fit/predict
 baselines' ``.joblib`` files, or a run dir that holds one of them. Every loaded model answers the same call,
 ``model(x, time_weights) -> proteins`` (torch tensors), and carries ``gene_names``, ``protein_names``,
-``preprocessing`` and ``time_axis``, so :func:`crossmodalnet.predict.predict` treats them alike.
+``preprocessing`` and ``time_axis``, so :func:`crossmodalnet.inference.predict.predict` treats them alike.
 """
 from __future__ import annotations
 
@@ -39,8 +39,6 @@ def resolve_model_path(path: str | Path) -> Path:
 
 def load_trained(path: str | Path, map_location: str = "cpu"):
     """The model saved at ``path`` (file or run dir), in eval mode, ready for ``predict``."""
-    from crossmodalnet.predict import check_model
-
     file = resolve_model_path(path)
     if file.suffix == ".joblib":
         model = _load_baseline(file)
@@ -129,3 +127,35 @@ class BaselinePredictor:
 
         values = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
         return torch.from_numpy(self.baseline.predict(values))
+
+
+def load_model(checkpoint: str | Path, map_location: str = "cpu"):
+    """A trained model in eval mode: a Lightning checkpoint written by ``train()`` (CrossmodalNet or MLP), a
+    fit/predict baseline's ``.joblib``, or a run dir holding one (see :mod:`crossmodalnet.inference.load`)."""
+    return load_trained(checkpoint, map_location)
+
+
+def check_model(model, where: str = "model") -> None:
+    """The metadata prediction needs: gene and protein names that match the network's sizes."""
+    genes, proteins = getattr(model, "gene_names", None), getattr(model, "protein_names", None)
+    if not genes or not proteins:
+        raise DataError(f"{where} carries no gene/protein names (checkpoint metadata 'crossmodalnet' missing); "
+                        "use a checkpoint written by crossmodalnet.training.run.train()")
+    net = model.network
+    projection = getattr(model, "projection", None)  # SVD input: genes -> components -> network
+    if projection is not None and (projection.n_genes != len(genes) or projection.n_outputs != net.n_genes):
+        raise DataError(f"{where}: the SVD input projection maps {projection.n_genes} genes to "
+                        f"{projection.n_outputs} components, but the metadata lists {len(genes)} genes and the "
+                        f"network reads {net.n_genes} inputs; the checkpoint is inconsistent")
+    n_in = len(genes) if projection is None else projection.n_outputs
+    if n_in != net.n_genes or len(proteins) != net.n_proteins:
+        raise DataError(f"{where}: metadata lists {len(genes)} genes / {len(proteins)} proteins but the network "
+                        f"has {net.n_genes} / {net.n_proteins}; the checkpoint is inconsistent")
+
+
+def as_model(model):
+    """A loaded model as it is (checked), or the model saved at a path."""
+    if isinstance(model, (str, Path)):
+        return load_model(model)
+    check_model(model)
+    return model

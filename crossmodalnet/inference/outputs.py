@@ -21,48 +21,8 @@ log = logging.getLogger("crossmodalnet")
 
 PREDICTED_KEY = "protein_predicted"   # obsm key of the predictions in the input object
 PREDICTED_MOD = "prot_pred"           # MuData modality of the predictions
-# uns entries indexed by genes: meaningless on a cells x proteins object
-GENE_INDEXED_UNS = ("hvg", "rank_genes_groups", "log1p", "highly_variable_genes")
-TRAINING_KEYS = ("rna", "target_sum", "protein", "time_key", "protein_key")
 
-
-def keep_annotations(pred: ad.AnnData, query: Query, model: Any = None) -> ad.AnnData:
-    """Copy the query's gene-free annotations into ``pred`` (in place): obsm (X_umap, X_pca, ...), obsp, uns
-    (without gene-indexed entries), and, for a MuData, its own obsm/uns; record the training normalisation in
-    ``uns["crossmodalnet"]["training"]``."""
-    cells = pred.obs_names
-    sources = [query.rna]
-    if query.is_mudata:
-        sources.append(query.container)
-    for src in sources:
-        rows = pd.Index(src.obs_names).get_indexer(cells)
-        if (rows < 0).any():
-            continue
-        identity = bool((rows == np.arange(len(rows))).all())
-        for key, value in src.obsm.items():
-            if key in pred.obsm:
-                continue
-            if isinstance(value, pd.DataFrame):
-                pred.obsm[key] = (value if identity else value.iloc[rows]).set_axis(cells).copy()
-            else:
-                arr = value.toarray() if hasattr(value, "toarray") else np.asarray(value)
-                pred.obsm[key] = arr if identity else arr[rows]
-        if identity:
-            for key, value in src.obsp.items():
-                if key not in pred.obsp:
-                    pred.obsp[key] = value
-        for key, value in src.uns.items():
-            if key not in pred.uns and key not in GENE_INDEXED_UNS:
-                pred.uns[key] = copy.deepcopy(value)
-    if model is not None:
-        pre = getattr(model, "preprocessing", None) or {}
-        info = dict(pred.uns.get("crossmodalnet", {}))
-        info["training"] = {k: pre[k] for k in TRAINING_KEYS if pre.get(k) is not None}
-        info["training"].setdefault("protein", "as_is")
-        pred.uns["crossmodalnet"] = info
-    return pred
-
-
+from crossmodalnet.inference.annotations import TRAINING_KEYS, keep_annotations  # noqa: E402,F401  (public here too)
 def score(pred: ad.AnnData, measured: pd.DataFrame, model: Any = None, source: str | None = None) -> dict | None:
     """Score predictions against the query's measured proteins (the proteins both have; cells with all of them
     measured): mean per-cell and per-protein Pearson, MSE, and each protein's Pearson and MSE.
@@ -71,7 +31,7 @@ def score(pred: ad.AnnData, measured: pd.DataFrame, model: Any = None, source: s
     ``var["measured_pearson"]``/``var["measured_mse"]`` and ``uns["crossmodalnet"]["scores"]`` to ``pred``.
     Returns the summary (None when no protein is shared).
     """
-    from crossmodalnet.metrics import pearson_per_cell, pearson_per_protein
+    from crossmodalnet.reporting.metrics import pearson_per_cell, pearson_per_protein
 
     names = list(pred.var_names)
     shared = [p for p in names if p in measured.columns]
@@ -206,9 +166,9 @@ def _in_memory(adata: ad.AnnData) -> ad.AnnData:
 
 
 def predict_query(model, query: Query, *, score_measured: bool = True, **predict_kwargs) -> tuple[ad.AnnData, dict | None]:
-    """:func:`crossmodalnet.predict.predict` on a :class:`Query`, then its annotations kept and, when it carries
+    """:func:`crossmodalnet.inference.predict.predict` on a :class:`Query`, then its annotations kept and, when it carries
     measured proteins, the predictions scored. Returns (predictions, score summary or None)."""
-    from crossmodalnet.predict import predict
+    from crossmodalnet.inference.predict import predict
 
     predict_kwargs.setdefault("where", query.where)
     pred = predict(model, query.rna, **predict_kwargs)

@@ -1,9 +1,10 @@
-"""Ground-truth check on the simulator: how well does a gene ranking recover each protein's causal genes?
+"""Ground-truth checks of gene rankings: the simulator's causal genes and, on real data, each protein's own gene.
 
 The simulator records, per protein, the genes that drive it (``uns["simulation"]["causal_genes"]``: the coding
 gene first, then the regulators). A ranking per protein (saliency, or the baseline: |Pearson(gene, protein)|
 over cells) is scored by AUROC (causal vs all other genes) and precision@k with k = number of causal genes,
-then averaged over proteins.
+then averaged over proteins. On real CITE-seq the only gene known to drive a protein is its coding gene
+(:mod:`crossmodalnet.interpret.coding_genes`): :func:`coding_gene_ranks` gives its rank under a ranking.
 """
 from __future__ import annotations
 
@@ -94,3 +95,21 @@ def compare_with_correlation(saliency_scores: pd.DataFrame, genes, proteins: np.
     out = summarise(ranking_recovery(saliency_scores, causal), f"{prefix}saliency_")
     out.update(summarise(ranking_recovery(corr, causal), f"{prefix}correlation_"))
     return out
+
+
+def coding_gene_ranks(scores: pd.DataFrame, coding: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """Per protein of ``scores`` (proteins x genes, higher = more important) with a coding gene among the ranked
+    genes: the rank (1 = top, ties: the earlier gene first) of its best-ranked coding gene, that gene, how many of
+    its coding genes were ranked and the number of genes ranked. Proteins without one are left out."""
+    genes = pd.Index(scores.columns.astype(str))
+    rows = []
+    for protein, values in zip(scores.index.astype(str), scores.to_numpy(dtype=np.float64)):
+        present = [g for g in coding.get(protein, ()) if g in genes]
+        if not present:
+            continue
+        rank = pd.Series(rankdata(-values, method="ordinal"), index=genes)[present]
+        rows.append({"protein": protein, "gene": str(rank.idxmin()), "rank": int(rank.min()),
+                     "n_coding_ranked": len(present), "n_genes": len(genes)})
+    if not rows:
+        raise DataError("no protein of the ranking has a coding gene among the ranked genes")
+    return pd.DataFrame(rows).set_index("protein")

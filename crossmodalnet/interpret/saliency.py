@@ -29,14 +29,19 @@ import torch
 from torch import nn
 
 from crossmodalnet.data.validate import DataError
+from crossmodalnet.interpret.ranking import NULLS, apply_null, gene_stats, matched_neighbours, rank_interval
 from crossmodalnet.models.network import first_layer
 
 RANK_BY = ("magnitude", "absolute", "signed")
 # per-cell attributions, see the module docstring; the default recovers the simulator's causal genes best
 # (docs/interpretation.md, scripts/saliency_recovery.py)
-METHODS = ("gradient", "grad_x_input", "integrated_gradients", "integrated_gradients_mean", "smoothgrad")
+METHODS = ("gradient", "grad_x_sd", "variance_share", "grad_x_input", "integrated_gradients",
+           "integrated_gradients_mean", "smoothgrad")
+GRADIENT_METHODS = ("gradient", "grad_x_sd", "variance_share")   # computed by the fast gradient path
 DEFAULT_METHOD = "grad_x_input"     # best mean AUROC, 3 seeds of the default simulator (docs/interpretation.md)
 DEFAULT_RANK_BY = "absolute"        # sum over cells of |attribution|: never cancels between cells
+DEFAULT_NULL = "none"
+DEFAULT_BOOT = 20           # Poisson bootstrap replicates of the cells for rank intervals
 IG_STEPS = 32              # Gauss-Legendre points of the integrated-gradients path integral
 SMOOTHGRAD_SAMPLES = 16    # noisy copies per cell
 SMOOTHGRAD_NOISE = 0.1     # noise sd as a fraction of the batch's expression range (Smilkov et al. use 0.1-0.2)
@@ -88,7 +93,34 @@ def check_method(method: str) -> str:
 
 def needs_baseline(method: str) -> bool:
     """Whether ``method`` needs a per-gene baseline vector (the mean expression)."""
-    return method == "integrated_gradients_mean"
+    return method in ("integrated_gradients_mean", "variance_share")
+
+
+def prediction_centre(module: nn.Module, batches: Iterable[tuple], proteins: Sequence[int]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """One forward pass: the genes' mean expression and, per selected protein, the mean prediction and the sum of
+    squared deviations from it, ``(proteins, 2)`` (what ``variance_share`` centres and scales by)."""
+    projection = getattr(module, "projection", None)
+    target = module if projection is None else ProjectedInput(module, projection)
+    was_training = module.training
+    module.eval()
+    x_sum, n, preds = None, 0, []
+    try:
+        with torch.no_grad():
+            for x, tw, *_ in batches:
+                x_t = torch.as_tensor(np.asarray(x, dtype=np.float32))
+                if x_t.shape[0] == 0:
+                    continue
+                tw_t = None if tw is None else torch.as_tensor(np.asarray(tw, dtype=np.float32))
+                preds.append(target(x_t, tw_t)[:, list(proteins)].double().numpy())
+                x_sum = x_t.double().sum(0).numpy() + (0.0 if x_sum is None else x_sum)
+                n += x_t.shape[0]
+    finally:
+        module.train(was_training)
+    if not n:
+        raise ValueError("no cells to centre the variance share on")
+    y = np.concatenate(preds)
+    return x_sum / n, np.column_stack([y.mean(0), ((y - y.mean(0)) ** 2).sum(0)])
 
 
 def captum_attributions(module: nn.Module, x: torch.Tensor, time_weights: torch.Tensor | None,
@@ -104,8 +136,8 @@ def captum_attributions(module: nn.Module, x: torch.Tensor, time_weights: torch.
     from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 
     check_method(method)
-    if method == "gradient":
-        raise ValueError("method 'gradient' is computed by batch_gradients, not by Captum")
+    if method in GRADIENT_METHODS:
+        raise ValueError(f"method {method!r} is computed by batch_gradients, not by Captum")
     k, b = len(proteins), x.shape[0]
     xs = x.detach().repeat(k, 1).requires_grad_(True)        # rows l*b:(l+1)*b are the batch for proteins[l]
     target = torch.as_tensor(list(proteins)).repeat_interleave(b)
@@ -166,53 +198,104 @@ def hidden_gradients(net, x: torch.Tensor, time_weights: torch.Tensor | None,
 
 @dataclass
 class SaliencyAccumulator:
-    """Running sums over batches of cells: signed and absolute per-cell gradients, and the sum of squared
-    deviations from the mean (combined across batches the numerically stable way, Chan et al.).
+    """Running sums over batches of cells: signed and absolute per-cell attributions, the sum of squared
+    deviations from the mean (combined across batches the numerically stable way, Chan et al.), the genes'
+    expression sums (for per-SD scaling and the expression-matched null) and, with ``n_boot``, the same sums under
+    Poisson bootstrap weights of the cells (a streaming bootstrap: each replicate weighs every cell by a Poisson(1)
+    count, so rank intervals need no second pass).
 
-    With ``per_cell=False`` only the signed sum (gamma) is kept; absolute and deviations stay NaN.
+    A per-protein cell mask (``add(..., mask=)``) restricts each protein's sums to some cells (e.g. the cells that
+    express it); ``counts`` holds each protein's number of cells. With ``per_cell=False`` only the signed sum
+    (gamma) is kept; absolute and deviations stay NaN.
     """
 
     n_proteins: int
     n_genes: int
     per_cell: bool = True
+    n_boot: int = 0
     n_cells: int = 0
     signed: np.ndarray = field(init=False)
     absolute: np.ndarray = field(init=False)
     sq_dev: np.ndarray = field(init=False)
+    counts: np.ndarray = field(init=False)
+    boot_signed: np.ndarray | None = field(init=False, default=None)
+    boot_absolute: np.ndarray | None = field(init=False, default=None)
+    expr_sum: np.ndarray = field(init=False)
+    expr_sq: np.ndarray = field(init=False)
+    expr_nonzero: np.ndarray = field(init=False)
+    expr_cells: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         shape = (self.n_proteins, self.n_genes)
         self.signed = np.zeros(shape, np.float64)
         fill = 0.0 if self.per_cell else np.nan
         self.absolute, self.sq_dev = np.full(shape, fill), np.full(shape, fill)
+        self.counts = np.zeros(self.n_proteins, np.float64)
+        if self.n_boot:
+            self.boot_signed = np.zeros((self.n_boot, *shape), np.float32)
+            self.boot_absolute = np.zeros((self.n_boot, *shape), np.float32)
+        self.expr_sum, self.expr_sq, self.expr_nonzero = (np.zeros(self.n_genes, np.float64) for _ in range(3))
 
-    def add(self, rows: slice, grads: torch.Tensor) -> None:
-        """Add per-cell gene gradients (proteins, cells, genes) of a batch not yet counted in ``n_cells``."""
-        total = grads.sum(1).double().numpy()
+    def add_expression(self, x: torch.Tensor) -> None:
+        """Count a batch of cells' expression (cells x genes) once, for the genes' mean, sd and sparsity."""
+        xd = x.double()
+        self.expr_sum += xd.sum(0).numpy()
+        self.expr_sq += xd.square().sum(0).numpy()
+        self.expr_nonzero += (x != 0).sum(0).double().numpy()
+        self.expr_cells += x.shape[0]
+
+    def add(self, rows: slice, grads: torch.Tensor, mask: torch.Tensor | None = None,
+            boot_weights: torch.Tensor | None = None) -> None:
+        """Add per-cell attributions (proteins, cells, genes) of a batch. ``mask``: (proteins, cells) 0/1, which
+        cells count for each protein (None = all); ``boot_weights``: (n_boot, cells) Poisson counts."""
+        k, b = grads.shape[:2]
+        m = torch.ones((k, b), dtype=grads.dtype) if mask is None else mask.to(grads.dtype)
+        weighted = grads * m[:, :, None]
+        total = weighted.sum(1).double().numpy()
+        n_b = m.sum(1).double().numpy()
         if self.per_cell:
-            n_a, n_b = self.n_cells, grads.shape[1]
-            mean_b = total / n_b
-            dev_b = (grads - torch.from_numpy(mean_b).to(grads.dtype)[:, None, :]).square().sum(1).double().numpy()
-            delta = mean_b - (self.signed[rows] / n_a if n_a else 0.0)
-            self.sq_dev[rows] += dev_b + delta**2 * (n_a * n_b / (n_a + n_b))
-            self.absolute[rows] += grads.abs().sum(1).double().numpy()
+            n_a = self.counts[rows]
+            mean_b = total / np.maximum(n_b, 1)[:, None]
+            dev_b = ((grads - torch.from_numpy(mean_b).to(grads.dtype)[:, None, :]).square()
+                     * m[:, :, None]).sum(1).double().numpy()
+            delta = mean_b - self.signed[rows] / np.maximum(n_a, 1)[:, None]
+            self.sq_dev[rows] += dev_b + delta**2 * (n_a * n_b / np.maximum(n_a + n_b, 1))[:, None]
+            self.absolute[rows] += weighted.abs().sum(1).double().numpy()
         self.signed[rows] += total
+        self.counts[rows] += n_b
+        if self.n_boot and boot_weights is not None:
+            w = boot_weights.to(grads.dtype)[:, None, :] * m[None]           # (n_boot, proteins, cells)
+            self.boot_signed[:, rows] += torch.einsum("bkc,kcg->bkg", w, grads).numpy()
+            if self.per_cell:
+                self.boot_absolute[:, rows] += torch.einsum("bkc,kcg->bkg", w, grads.abs()).numpy()
 
-    def add_signed(self, rows: slice, signed: torch.Tensor) -> None:
+    def add_signed(self, rows: slice, signed: torch.Tensor, n_b: int | np.ndarray) -> None:
+        """Add the signed sum over a batch's cells only (``per_cell=False``), ``n_b`` cells per protein."""
         self.signed[rows] += signed.double().numpy()
+        self.counts[rows] += n_b
 
     def std(self) -> np.ndarray:
-        return np.sqrt(self.sq_dev / max(self.n_cells, 1))
+        return np.sqrt(self.sq_dev / np.maximum(self.counts, 1)[:, None])
 
 
-def saliency_from_batches(module: nn.Module, batches: Iterable[tuple[np.ndarray, np.ndarray | None]],
-                          proteins: Sequence[int], n_genes: int, per_cell: bool = True,
-                          method: str = "gradient", baseline: np.ndarray | None = None,
+def _poisson_weights(n_boot: int, n: int, generator: torch.Generator) -> torch.Tensor | None:
+    """Poisson(1) bootstrap counts (n_boot, n) from a seeded generator: the same for every protein of a batch."""
+    return torch.poisson(torch.ones((n_boot, n)), generator=generator) if n_boot else None
+
+
+def saliency_from_batches(module: nn.Module, batches: Iterable[tuple], proteins: Sequence[int], n_genes: int,
+                          per_cell: bool = True, method: str = "gradient", baseline: np.ndarray | None = None,
+                          n_boot: int = 0, boot_seed: int = 0, centre: np.ndarray | None = None,
                           **options: Any) -> SaliencyAccumulator:
-    """Accumulate saliency over ``(dense genes block, time weights block or None)`` batches.
+    """Accumulate saliency over ``(dense genes block, time weights block or None[, mask])`` batches.
 
-    ``method``: one of :data:`METHODS` (``gradient`` = the paper's); ``baseline``: genes vector for
-    ``integrated_gradients_mean`` (required there) or ``integrated_gradients`` (default zeros); ``options``:
+    ``mask``, optional: (cells, len(proteins)) 0/1, which cells count for each selected protein (e.g. the cells
+    that express it). ``method``: one of :data:`METHODS` (``gradient`` = the paper's; ``grad_x_sd`` accumulates the
+    gradient here and is scaled by the genes' sd in :func:`result_from_accumulator`); ``baseline``: genes vector
+    for ``integrated_gradients_mean`` (required there) or ``integrated_gradients`` (default zeros); ``n_boot``:
+    Poisson bootstrap replicates of the cells (seeded by ``boot_seed``) for rank intervals; ``centre``: for
+    ``variance_share`` (with ``baseline`` = the genes' mean), the (proteins, 2) mean prediction and sum of squared
+    deviations of :func:`prediction_centre`; ``options``:
     ``n_steps``, ``n_samples``, ``noise_level``, ``seed`` of :func:`captum_attributions`.
     ``per_cell=False`` keeps only gamma (the signed sum), which for a CrossmodalNet and ``gradient`` costs about
     one forward pass per batch: cheap enough for every training run's metrics.
@@ -226,8 +309,14 @@ def saliency_from_batches(module: nn.Module, batches: Iterable[tuple[np.ndarray,
     base_t = None if baseline is None else torch.as_tensor(np.asarray(baseline, dtype=np.float32).reshape(-1))
     if base_t is not None and base_t.numel() != n_genes:
         raise ValueError(f"baseline has {base_t.numel()} values, the model has {n_genes} genes")
-    acc = SaliencyAccumulator(len(proteins), n_genes, per_cell)
-    net = _network(module) if method == "gradient" else None
+    share = method == "variance_share"
+    if share and (centre is None or np.shape(centre) != (len(proteins), 2)):
+        raise ValueError("method 'variance_share' needs centre=(proteins, 2) mean prediction and sum of squares "
+                         "(prediction_centre)")
+    acc = SaliencyAccumulator(len(proteins), n_genes, per_cell, n_boot)
+    generator = torch.Generator().manual_seed(boot_seed)
+    plain = method in GRADIENT_METHODS
+    net = _network(module) if plain else None
     # SVD input (data.preprocess.svd_components): batches hold genes, the network reads their projection; the
     # genes' gradient is the components' gradient @ components_ (chain rule, see crossmodalnet.data.projection)
     projection = getattr(module, "projection", None)
@@ -238,47 +327,64 @@ def saliency_from_batches(module: nn.Module, batches: Iterable[tuple[np.ndarray,
     was_training = module.training
     module.eval()
     try:
-        for x, tw in batches:
+        for x, tw, *rest in batches:
             x_t = torch.as_tensor(np.asarray(x, dtype=np.float32))
             tw_t = None if tw is None else torch.as_tensor(np.asarray(tw, dtype=np.float32))
+            mask = None if not rest or rest[0] is None else torch.as_tensor(np.asarray(rest[0], np.float32)).T
             b = x_t.shape[0]
             if b == 0:
                 continue
+            acc.add_expression(x_t)
+            boot = _poisson_weights(n_boot, b, generator)
+            if share:
+                with torch.no_grad():
+                    yhat_all = target(x_t, tw_t).double().T                                # (outputs, b)
             width = net.input_layer.out_features if net is not None else n_genes
             per_protein = b * (max(width, n_genes) if per_cell or net is None else width)  # floats per protein
-            chunk = max(1, GRADIENT_BUDGET // per_protein)
+            chunk = max(1, GRADIENT_BUDGET // (per_protein * (1 + bool(n_boot))))
             for lo in range(0, len(proteins), chunk):
                 sel = list(proteins[lo:lo + chunk])
                 rows = slice(lo, lo + len(sel))
+                m = None if mask is None else mask[rows]
                 if net is None:
-                    grads = (batch_gradients(target, x_t, tw_t, sel) if method == "gradient" else
+                    grads = (batch_gradients(target, x_t, tw_t, sel) if plain else
                              captum_attributions(target, x_t, tw_t, sel, method, base_t, **options))
-                    if per_cell:
-                        acc.add(rows, grads)
-                    else:
-                        acc.add_signed(rows, grads.sum(1))
-                    continue
-                x_in = x_t if projection is None else projection.transform_torch(x_t)
-                g_h = hidden_gradients(net, x_in, tw_t, sel)               # (k, b, latent)
-                if per_cell:
-                    acc.add(rows, torch.matmul(g_h, weight))
                 else:
-                    acc.add_signed(rows, g_h.sum(1) @ weight)
+                    x_in = x_t if projection is None else projection.transform_torch(x_t)
+                    g_h = hidden_gradients(net, x_in, tw_t, sel)               # (k, b, latent)
+                    if not per_cell and not n_boot and not share:
+                        g_h = g_h if m is None else g_h * m[:, :, None]
+                        acc.add_signed(rows, g_h.sum(1) @ weight, b if m is None else m.sum(1).double().numpy())
+                        continue
+                    grads = torch.matmul(g_h, weight)
+                if share:  # each cell's first-order contribution of a gene, times its prediction's deviation
+                    yhat = yhat_all[sel]                                                     # (k, b)
+                    c = torch.as_tensor(np.asarray(centre, np.float64)[rows])
+                    dev = ((yhat - c[:, :1]) / c[:, 1:].clamp_min(1e-12)).to(grads.dtype)
+                    grads = grads * (x_t - base_t)[None] * dev[:, :, None]
+                if per_cell or n_boot:
+                    acc.add(rows, grads, m, boot)
+                else:
+                    g = grads if m is None else grads * m[:, :, None]
+                    acc.add_signed(rows, g.sum(1), b if m is None else m.sum(1).double().numpy())
             acc.n_cells += b
     finally:
         module.train(was_training)
     return acc
 
 
-@dataclass
+@dataclass(repr=False)
 class SaliencyResult:
     """Saliency of genes for proteins; each table is proteins x genes.
 
     With ``meta["method"] == "gradient"`` (the paper's): ``signed``: gamma_j = sum_i d yhat_ij / d x_i;
     ``absolute``: sum_i |d yhat_ij / d x_i| (ranked by it: the authors' mean |gradient|); ``std``: standard deviation
     of the per-cell gradient over cells. With another method the same sums hold that method's per-cell
-    attribution instead of the gradient. ``meta["mean_expression"]`` (from :func:`saliency`): each gene's mean over
-    the same cells, as the model read it (aligned, normalised).
+    attribution instead of the gradient. ``gene_stats``: each gene's mean, sd and fraction of cells expressing it
+    over the cells analysed, as the model read them (aligned, normalised); ``meta["mean_expression"]`` is its mean.
+    ``boot_signed`` / ``boot_absolute``: the same sums under Poisson bootstrap weights of the cells (replicates x
+    proteins x genes; None without ``n_boot``), for rank intervals. ``unranked``: genes that could not be ranked
+    (gene, protein whose coding gene it is or "", reason); ``notes``: caveats every ranking carries (e.g. SVD input).
     """
 
     signed: pd.DataFrame
@@ -286,56 +392,121 @@ class SaliencyResult:
     std: pd.DataFrame
     n_cells: int
     meta: dict[str, Any] = field(default_factory=dict)
+    gene_stats: pd.DataFrame | None = None
+    boot_signed: np.ndarray | None = None
+    boot_absolute: np.ndarray | None = None
+    unranked: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["gene", "protein", "reason"]))
+    notes: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        n_boot = 0 if self.boot_signed is None else len(self.boot_signed)
+        cells = self.meta.get("cells", "all")
+        return (f"SaliencyResult(method={self.meta.get('method', 'gradient')!r}, {len(self.proteins)} proteins x "
+                f"{self.signed.shape[1]} genes, {self.n_cells} cells ({cells}), bootstrap={n_boot}, "
+                f"unranked genes={len(self.unranked)}, notes={len(self.notes)})")
 
     @property
     def proteins(self) -> list[str]:
         return list(self.signed.index)
 
-    def scores(self, by: str = DEFAULT_RANK_BY) -> pd.DataFrame:
-        """Ranking scores: ``magnitude`` = |gamma_j|, ``absolute`` = sum over cells of |per-cell attribution|
-        (for ``gradient``: the authors' mean |gradient| ranking), ``signed`` = gamma_j."""
+    @property
+    def genes(self) -> list[str]:
+        return list(self.signed.columns)
+
+    def _neighbours(self) -> np.ndarray:
+        if "_nbr_cache" not in self.__dict__:
+            self.__dict__["_nbr_cache"] = matched_neighbours(self._stats())
+        return self.__dict__["_nbr_cache"]
+
+    def _stats(self) -> pd.DataFrame:
+        if self.gene_stats is None:
+            raise ValueError("the expression-matched null needs gene_stats (the genes' mean and fraction "
+                             "expressed over the cells analysed); this result has none")
+        return self.gene_stats
+
+    def _score_array(self, signed: np.ndarray, absolute: np.ndarray, by: str, null: str) -> np.ndarray:
         if by not in RANK_BY:
             raise ValueError(f"rank by one of {RANK_BY}, got {by!r}")
-        return {"magnitude": self.signed.abs(), "absolute": self.absolute, "signed": self.signed}[by]
+        raw = {"magnitude": np.abs(signed), "absolute": absolute, "signed": signed}[by]
+        if by == "absolute" and np.isnan(raw).all():
+            raise ValueError("rank_by='absolute' needs per-cell sums: compute the saliency with per_cell=True")
+        if null not in NULLS:
+            raise ValueError(f"null must be one of {NULLS}, got {null!r}")
+        return raw if null == "none" else apply_null(raw, null, self._stats(), self._neighbours())
 
-    def ranking(self, protein: str, by: str = DEFAULT_RANK_BY) -> pd.Series:
+    def scores(self, by: str = DEFAULT_RANK_BY, null: str = DEFAULT_NULL) -> pd.DataFrame:
+        """Ranking scores: ``magnitude`` = |gamma_j|, ``absolute`` = sum over cells of |per-cell attribution|
+        (for ``gradient``: the authors' mean |gradient| ranking), ``signed`` = gamma_j; with
+        ``null="expression_matched"`` each turned into a robust z-score against the genes of similar mean and
+        sparsity (:mod:`crossmodalnet.interpret.ranking`)."""
+        arr = self._score_array(self.signed.to_numpy(), self.absolute.to_numpy(), by, null)
+        return pd.DataFrame(arr, index=self.signed.index, columns=self.signed.columns)
+
+    def ranking(self, protein: str, by: str = DEFAULT_RANK_BY, null: str = DEFAULT_NULL) -> pd.Series:
         """All genes for one protein, highest score first."""
         self._check(protein)
-        return self.scores(by).loc[protein].sort_values(ascending=False)
+        return self.scores(by, null).loc[protein].sort_values(ascending=False, kind="stable")
 
-    def top(self, protein: str, k: int = 10, by: str = DEFAULT_RANK_BY) -> pd.DataFrame:
-        """The ``k`` highest-ranked genes: saliency, per-cell mean and sd, 95% interval of the mean."""
-        genes = self.ranking(protein, by).index[:k]
-        n = max(self.n_cells, 1)
+    def rank_replicates(self, protein: str, by: str = DEFAULT_RANK_BY, null: str = DEFAULT_NULL) -> np.ndarray:
+        """The protein's scores in every bootstrap replicate (replicates x genes), under the same rule."""
+        if self.boot_signed is None:
+            raise ValueError("no bootstrap replicates: compute the saliency with n_boot > 0")
+        j = self.proteins.index(protein)
+        return self._score_array(self.boot_signed[:, j].astype(np.float64),
+                                 self.boot_absolute[:, j].astype(np.float64), by, null)
+
+    def top(self, protein: str, k: int = 10, by: str = DEFAULT_RANK_BY, null: str = DEFAULT_NULL,
+            level: float = 0.9) -> pd.DataFrame:
+        """The ``k`` highest-ranked genes: score, saliency, per-cell mean and sd, 95% interval of the mean and,
+        with bootstrap replicates, the ``level`` interval of the gene's rank over bootstrap samples of the cells
+        (``rank_lo``, ``rank_hi``) and how often it stays in the top k (``in_top<k>``)."""
+        ranked = self.ranking(protein, by, null)
+        genes = ranked.index[:k]
+        n = max(float(self.meta.get("cells_per_protein", {}).get(protein, self.n_cells)), 1.0)
         sd = self.std.loc[protein, genes].to_numpy()
-        return pd.DataFrame({
+        out = pd.DataFrame({
             "protein": protein, "gene": genes, "rank": np.arange(1, len(genes) + 1),
+            "score": ranked.iloc[:k].to_numpy(),
             "saliency": self.signed.loc[protein, genes].to_numpy(),
             "abs_saliency": self.absolute.loc[protein, genes].to_numpy(),
             "mean_gradient": self.signed.loc[protein, genes].to_numpy() / n,
             "sd_gradient": sd, "ci95": 1.96 * sd / np.sqrt(n)})
+        if self.boot_signed is not None:
+            idx = self.signed.columns.get_indexer(genes)
+            interval = rank_interval(self.rank_replicates(protein, by, null), idx, level, k)
+            out = pd.concat([out, interval.set_axis(out.index)], axis=1)
+        return out
 
-    def to_long(self, by: str = DEFAULT_RANK_BY) -> pd.DataFrame:
-        """Long format: one row per (protein, gene) with its rank within the protein."""
+    def to_long(self, by: str = DEFAULT_RANK_BY, null: str = DEFAULT_NULL) -> pd.DataFrame:
+        """Long format: one row per (protein, gene) with its score and rank within the protein."""
         long = self.signed.stack().rename("saliency").to_frame()
         long["abs_saliency"] = self.absolute.stack()
         long["sd_gradient"] = self.std.stack()
-        long["rank"] = self.scores(by).rank(axis=1, ascending=False, method="first").astype(int).stack()
+        scores = self.scores(by, null)
+        long["score"] = scores.stack()
+        long["rank"] = scores.rank(axis=1, ascending=False, method="first").astype(int).stack()
         long.index.names = ["protein", "gene"]
         return long.reset_index().sort_values(["protein", "rank"], ignore_index=True)
 
-    def add_to(self, adata: ad.AnnData, key: str = "saliency", k: int = 10, by: str = DEFAULT_RANK_BY) -> None:
+    def add_to(self, adata: ad.AnnData, key: str = "saliency", k: int = 10, by: str = DEFAULT_RANK_BY,
+               null: str = DEFAULT_NULL) -> None:
         """Store in ``adata``: ``varm[key]`` / ``varm[key + '_abs']`` (genes x proteins, 0 for genes the model
-        lacks) and ``uns[key]`` (proteins, number of cells, top-k genes per protein)."""
+        lacks) and ``uns[key]`` (proteins, number of cells, ranking rule, top-k genes per protein, unranked genes
+        and notes)."""
         genes = pd.Index(adata.var_names.astype(str))
         signed = self.signed.T.reindex(genes).fillna(0.0)
         absolute = self.absolute.T.reindex(genes).fillna(0.0)
         adata.varm[key] = signed.to_numpy(np.float32)
         adata.varm[f"{key}_abs"] = absolute.to_numpy(np.float32)
+        scores = self.scores(by, null)
         adata.uns[key] = {"proteins": np.asarray(self.proteins, dtype=object).astype(str),
-                          "n_cells": int(self.n_cells), "rank_by": by,
-                          "top_genes": {p: np.asarray(self.ranking(p, by).index[:k]).astype(str)
-                                        for p in self.proteins}}
+                          "n_cells": int(self.n_cells), "rank_by": by, "null": null,
+                          "method": str(self.meta.get("method", "")),
+                          "top_genes": {p: np.asarray(scores.loc[p].sort_values(ascending=False, kind="stable")
+                                                      .index[:k]).astype(str) for p in self.proteins},
+                          "unranked_genes": np.asarray(self.unranked["gene"], dtype=object).astype(str),
+                          "unranked_reasons": np.asarray(self.unranked["reason"], dtype=object).astype(str),
+                          "notes": np.asarray(self.notes, dtype=object).astype(str)}
 
     def _check(self, protein: str) -> None:
         if protein not in self.signed.index:
@@ -346,19 +517,26 @@ def saliency(model, adata: ad.AnnData, proteins: str | Iterable[str] | None = No
              time_key: str | None = None, time_mode: str = "interpolate", batch_size: int = 256,
              layer: str | None = None, normalize: str | None = None, min_shared: float | None = None,
              max_cells: int | None = None, seed: int = 0, where: str = "input",
-             method: str = DEFAULT_METHOD, **options: Any) -> SaliencyResult:
+             method: str = DEFAULT_METHOD, high_cells: float | None = None,
+             protein_values: str | pd.DataFrame | np.ndarray | None = None, n_boot: int = DEFAULT_BOOT,
+             **options: Any) -> SaliencyResult:
     """Saliency of the checkpoint's genes for ``proteins`` (a name, a list, or None = all) over ``adata``'s cells.
 
-    Genes are aligned and normalised exactly as in :func:`crossmodalnet.predict.predict`; the time of each cell
+    Genes are aligned and normalised exactly as in :func:`crossmodalnet.inference.predict.predict`; the time of each cell
     is resolved the same way. ``max_cells`` takes a random subset (seeded) to bound the cost on big files.
     ``method``: the per-cell attribution (:data:`METHODS`); ``integrated_gradients_mean`` starts its path at the
     mean expression of the same cells (one extra reading pass). ``options``: see :func:`captum_attributions`.
+    ``high_cells``: a fraction; sum each protein's attributions only over that fraction of cells with the highest
+    protein (``protein_values``: an obsm key or DataFrame of measured proteins; None = the model's prediction).
+    ``n_boot``: Poisson bootstrap replicates of the cells, for the rank intervals of :meth:`SaliencyResult.top`
+    (0 = none). The result lists the genes it could not rank (``unranked``) and its caveats (``notes``).
     """
     check_method(method)
-    from crossmodalnet.predict import _as_model, gene_source, resolve_time
+    from crossmodalnet.inference.load import as_model
+    from crossmodalnet.inference.predict import gene_source, resolve_time
 
-    model = _as_model(model)
-    if getattr(model, "baseline", None) is not None:  # crossmodalnet.loading.BaselinePredictor
+    model = as_model(model)
+    if getattr(model, "baseline", None) is not None:  # crossmodalnet.inference.load.BaselinePredictor
         raise DataError(f"saliency needs a neural model (crossmodalnet, mlp_mse, mlp_nlc); "
                         f"{model.name} is a fit/predict baseline without gradients")
     if not getattr(model, "uses_time", True):
@@ -371,32 +549,143 @@ def saliency(model, adata: ad.AnnData, proteins: str | Iterable[str] | None = No
         keep[:] = False
         keep[np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False)] = True
 
-    expr_sum = np.zeros(len(model.gene_names), dtype=np.float64)
+    protein_names = [model.protein_names[i] for i in idx]
+    wanted = _protein_values(model, adata, protein_names, protein_values, keep) if high_cells is not None else None
 
-    def batches(count: bool = True):  # consecutive blocks (bounded memory), keeping the sampled cells of each
+    def batches(with_mask: bool = True):  # consecutive blocks (bounded memory), keeping the sampled cells of each
         for start, stop, block in source.batches(batch_size):
             rows = np.flatnonzero(keep[start:stop])
             if len(rows):
-                if count:
-                    expr_sum[:] += block[rows].sum(0)
-                yield block[rows], (None if time_mode == "none" else weights[start + rows])
+                tw = None if time_mode == "none" else weights[start + rows]
+                mask = None if not with_mask or masks is None else masks[start + rows]
+                yield block[rows], tw, mask
 
+    masks = None
+    if high_cells is not None:
+        if wanted is None:  # the model's own prediction says which cells express each protein
+            wanted = _predicted(model, batches(with_mask=False), idx, keep)
+        masks = high_cell_mask(wanted, keep, high_cells)
     baseline = None
-    if needs_baseline(method):  # a first pass for the mean expression of these cells
-        for _ in batches():
-            pass
-        baseline = expr_sum / max(int(keep.sum()), 1)
-    acc = saliency_from_batches(model, batches(count=baseline is None), idx, len(model.gene_names),
-                                method=method, baseline=baseline, **options)
-    names = [model.protein_names[i] for i in idx]
-    mean_expr = pd.Series(expr_sum / max(acc.n_cells, 1), index=[str(g) for g in model.gene_names])
-    return result_from_accumulator(acc, names, model.gene_names,
-                                   meta={"time_mode": time_mode, "n_missing_genes": len(source.alignment.missing),
-                                         "mean_expression": mean_expr, "method": method})
+    centre = None
+    if needs_baseline(method):  # a first pass for the mean expression (and prediction) of these cells
+        baseline, centre = prediction_centre(model, batches(with_mask=False), idx)
+    acc = saliency_from_batches(model, batches(), idx, len(model.gene_names), method=method, baseline=baseline,
+                                n_boot=n_boot, boot_seed=seed, centre=centre if method == "variance_share" else None,
+                                **options)
+    meta = {"time_mode": time_mode, "n_missing_genes": len(source.alignment.missing), "method": method,
+            "cells": "all" if high_cells is None else
+            f"top {high_cells:.0%} by {'measured' if protein_values is not None else 'predicted'} protein"}
+    result = result_from_accumulator(acc, protein_names, model.gene_names, meta=meta)
+    result.unranked = unranked_genes(model.gene_names, adata.var_names, source.alignment.missing, protein_names)
+    result.notes = ranking_notes(model, source.alignment.missing)
+    return result
+
+
+def high_cell_mask(values: np.ndarray, keep: np.ndarray, fraction: float) -> np.ndarray:
+    """(cells, proteins) 0/1: per protein, the ``fraction`` of the kept cells with the highest values (at least
+    one cell; ties at the threshold are all kept)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"high_cells must be a fraction in (0, 1], got {fraction}")
+    values = np.asarray(values, dtype=np.float64)
+    kept = values[keep]
+    threshold = np.quantile(kept, 1 - fraction, axis=0, method="higher") if len(kept) else np.inf
+    return ((values >= threshold) & keep[:, None]).astype(np.float32)
+
+
+def _protein_values(model, adata: ad.AnnData, proteins: Sequence[str], source, keep) -> np.ndarray | None:
+    """Measured proteins (cells x ``proteins``) from ``source``: an obsm key or a DataFrame (cells x proteins);
+    None = use the model's prediction."""
+    if source is None:
+        return None
+    table = adata.obsm[source] if isinstance(source, str) else source
+    if isinstance(source, str) and source not in adata.obsm:
+        raise DataError(f"protein_values={source!r} is not an obsm key of the input ({list(adata.obsm.keys())})")
+    if isinstance(table, pd.DataFrame):
+        missing = [p for p in proteins if p not in table.columns]
+        if missing:
+            raise DataError(f"protein {missing[0]!r} is not among the measured proteins' columns "
+                            f"(e.g. {list(table.columns[:5])})")
+        table = table[list(proteins)].to_numpy()
+    else:
+        table = np.asarray(table.toarray() if hasattr(table, "toarray") else table)
+        if table.shape[1] != len(model.protein_names):
+            raise DataError(f"measured proteins have {table.shape[1]} columns, the model predicts "
+                            f"{len(model.protein_names)}: pass a DataFrame with protein names as columns")
+        table = table[:, protein_indices(model.protein_names, proteins)]
+    if len(table) != len(keep):
+        raise DataError(f"measured proteins have {len(table)} rows, the input has {len(keep)} cells")
+    return np.asarray(table, dtype=np.float64)
+
+
+def _predicted(model, batches, idx: Sequence[int], keep: np.ndarray) -> np.ndarray:
+    """The model's prediction of the selected proteins for the kept cells (other cells NaN), cells x proteins."""
+    projection = getattr(model, "projection", None)
+    module = model if projection is None else ProjectedInput(model, projection)
+    out = np.full((len(keep), len(idx)), np.nan)
+    rows = np.flatnonzero(keep)
+    pos = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x, tw, _ in batches:
+                x_t = torch.as_tensor(np.asarray(x, dtype=np.float32))
+                tw_t = None if tw is None else torch.as_tensor(np.asarray(tw, dtype=np.float32))
+                out[rows[pos:pos + len(x_t)]] = module(x_t, tw_t)[:, list(idx)].double().numpy()
+                pos += len(x_t)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def unranked_genes(model_genes: Sequence[str], input_genes: Iterable[str], missing: Sequence[str],
+                   proteins: Sequence[str]) -> pd.DataFrame:
+    """What a ranking could not rank, with the reason: the input's genes the checkpoint lacks, the checkpoint's
+    genes missing from the input (zero-filled: their attributions say nothing) and the proteins' coding genes
+    (:mod:`crossmodalnet.interpret.coding_genes`) absent from both."""
+    from crossmodalnet.interpret.coding_genes import coding_gene_status
+
+    model_set = {str(g) for g in model_genes}
+    input_list = [str(g) for g in input_genes]
+    rows = [{"gene": g, "protein": "", "reason": "in the input but not in the checkpoint's genes (not trained on)"}
+            for g in input_list if g not in model_set]
+    rows += [{"gene": str(g), "protein": "", "reason": "missing from the input: zero-filled, attribution "
+              "meaningless"} for g in missing]
+    status = coding_gene_status(proteins, model_genes, input_list)
+    for r in status[~status["in_model"]].itertuples():
+        rows.append({"gene": r.gene, "protein": r.protein, "reason": f"coding gene of {r.protein}: {r.reason}"})
+    return pd.DataFrame(rows, columns=["gene", "protein", "reason"])
+
+
+def ranking_notes(model, missing: Sequence[str]) -> list[str]:
+    """Caveats that every ranking of this model carries."""
+    notes = []
+    projection = getattr(model, "projection", None)
+    if projection is not None:
+        k = getattr(projection, "n_components", None) or getattr(getattr(projection, "components_", None),
+                                                                   "shape", ["?"])[0]
+        notes.append(f"the model reads {k} SVD components of the genes, not the genes: each gene's attribution is "
+                     "spread over the genes it co-varies with, so neighbours of a driver rank high too; for a "
+                     "gene-level list train on genes (data.preprocess.svd_components=null)")
+    if missing:
+        notes.append(f"{len(missing)} of the checkpoint's genes are missing from the input and zero-filled")
+    return notes
 
 
 def result_from_accumulator(acc: SaliencyAccumulator, proteins: Sequence[str], genes: Sequence[str],
                             meta: dict | None = None) -> SaliencyResult:
-    frame = lambda a: pd.DataFrame(a, index=pd.Index(list(proteins), name="protein"),  # noqa: E731
+    """The accumulator's sums as a :class:`SaliencyResult`; ``grad_x_sd`` scales every sum by the genes' sd over
+    the cells seen (attribution per unit of a gene's sd, i.e. of standardised inputs)."""
+    meta = dict(meta or {})
+    stats = (gene_stats(acc.expr_sum, acc.expr_sq, acc.expr_nonzero, acc.expr_cells, genes)
+             if acc.expr_cells else None)
+    scale = (stats["sd"].to_numpy() if meta.get("method") == "grad_x_sd" and stats is not None
+             else np.ones(len(genes)))
+    frame = lambda a: pd.DataFrame(a * scale, index=pd.Index(list(proteins), name="protein"),  # noqa: E731
                                    columns=pd.Index([str(g) for g in genes], name="gene"))
-    return SaliencyResult(frame(acc.signed), frame(acc.absolute), frame(acc.std()), acc.n_cells, meta or {})
+    if stats is not None:
+        meta.setdefault("mean_expression", stats["mean"].copy())
+    meta.setdefault("cells_per_protein", dict(zip(map(str, proteins), acc.counts.tolist())))
+    boot = lambda a: None if a is None else (a * scale.astype(np.float32))  # noqa: E731
+    return SaliencyResult(frame(acc.signed), frame(acc.absolute), frame(acc.std()), acc.n_cells, meta, stats,
+                          boot(acc.boot_signed), boot(acc.boot_absolute))

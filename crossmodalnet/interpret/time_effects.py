@@ -193,17 +193,19 @@ def score_time_effects(learned: pd.DataFrame, truth: pd.DataFrame, prefix: str =
     protein x time entry), and with three or more times ``{prefix}pearson_protein_mean`` / ``_median`` (per protein,
     Pearson across times, over proteins whose true effect varies), ``{prefix}n_proteins_scored``, ``{prefix}n_times``.
     """
-    times = [c for c in learned.columns if c in set(map(str, truth.columns))]
-    proteins = [p for p in learned.index if p in set(map(str, truth.index))]
+    truth = _matched_columns(truth, learned.columns)
+    times = [c for c in learned.columns if c in set(truth.columns)]
+    proteins = [p for p in learned.index if p in set(truth.index)]
     if len(times) < 2 or not proteins:
         raise DataError(f"learned and true time effects share {len(times)} times and {len(proteins)} proteins; "
                         "scoring needs two times and one protein")
-    truth = truth.copy()
-    truth.columns, truth.index = truth.columns.map(str), truth.index.map(str)
     kinds = learned.attrs.get("kind")
     a = _centre(learned.loc[proteins, times], kinds).to_numpy(np.float64)
     b = _centre(truth.loc[proteins, times], kinds).to_numpy(np.float64)
     out = {f"{prefix}n_times": float(len(times)), f"{prefix}pearson_overall": _pearson(a.ravel(), b.ravel())}
+    for j, t in enumerate(times):  # an unseen time: does the model shift each protein the right way there?
+        if kinds is not None and kinds.get(t, "learned") != "learned":
+            out[f"{prefix}at_{_key(t)}/pearson_across_proteins"] = _pearson(a[:, j], b[:, j])
     if len(times) >= 3:
         varies = np.ptp(b, axis=1) > min_truth_range
         r = np.array([_pearson(a[i], b[i]) for i in np.flatnonzero(varies)])
@@ -213,6 +215,98 @@ def score_time_effects(learned: pd.DataFrame, truth: pd.DataFrame, prefix: str =
             out[f"{prefix}pearson_protein_mean"] = float(r.mean())
             out[f"{prefix}pearson_protein_median"] = float(np.median(r))
     return {k: v for k, v in out.items() if np.isfinite(v)}
+
+
+def _matched_columns(truth: pd.DataFrame, labels: Iterable[Any]) -> pd.DataFrame:
+    """``truth`` with columns renamed to the matching ``labels`` (same text, or the same number: 3.0 = "3")."""
+    from crossmodalnet.data.timepoints import time_value
+
+    truth = truth.copy()
+    truth.index = truth.index.map(str)
+    names = {}
+    for col in truth.columns:
+        for label in labels:
+            if str(label) == str(col) or (time_value(label) is not None and time_value(label) == time_value(col)):
+                names[col] = str(label)
+                break
+        else:
+            names[col] = str(col)
+    return truth.rename(columns=names)
+
+
+def _key(label: Any) -> str:
+    import re
+
+    return re.sub(r"[\s/]+", "_", str(label).strip())
+
+
+def true_time_effects(adata) -> pd.DataFrame | None:
+    """The simulator's true time effect (``uns["simulation"]["time_effect"]``: the noise-free protein of a cell at
+    the reference basal state at each time, centred over times) as proteins x times; None without a truth."""
+    sim = adata.uns.get("simulation") if adata is not None else None
+    if not sim or "time_effect" not in sim or "time_points" not in sim:
+        return None
+    effect = np.asarray(sim["time_effect"], dtype=np.float64)  # (times, proteins)
+    times = [_label(v) for v in np.asarray(sim["time_points"], dtype=np.float64)]
+    proteins = [str(p) for p in adata.obsm["protein"].columns]
+    if effect.shape != (len(times), len(proteins)):
+        raise DataError(f"uns['simulation']['time_effect'] has shape {effect.shape}, expected (times, proteins) = "
+                        f"({len(times)}, {len(proteins)})")
+    frame = pd.DataFrame(effect.T, index=pd.Index(proteins, name="protein"), columns=times)
+    frame.columns.name = "time"
+    return frame
+
+
+def _label(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+# -- inside a training run ----------------------------------------------------------------------------------------
+def run_time_effects(model, dm, run_dir=None, split: str = "train", max_cells: int = DEFAULT_MAX_CELLS,
+                     seed: int = 0) -> tuple[pd.DataFrame | None, dict[str, float], pd.DataFrame | None]:
+    """A training run's time effects: on a seeded subset of ``max_cells`` cells of ``split`` (the population the
+    model learned), at the learned times, the held-out time and, on the simulator, every simulated time it can
+    place. Writes ``run_dir/time_effects.csv`` (proteins x times); returns (effects, metrics, truth), the metrics
+    scored against the simulator's truth when it exists (``time_effects/...``), else empty."""
+    from crossmodalnet.data.timepoints import TimeError
+
+    if not getattr(model, "uses_time", True) or getattr(model, "time_axis", None) is None \
+            or model.time_axis.n_times < 2:
+        return None, {}, None
+    axis = model.time_axis
+    truth = true_time_effects(dm.adata)
+    times = list(axis.labels)
+    extra = [] if dm.holdout_time is None else [dm.holdout_time]
+    if truth is not None:
+        extra += list(truth.columns)
+    for t in extra:
+        try:
+            time_kind(axis, t)
+        except TimeError:  # categorical axis, other unit: not placeable
+            continue
+        if not any(_same_time(t, s) for s in times):
+            times.append(t)
+    if axis.values is not None:
+        from crossmodalnet.data.timepoints import time_value
+
+        times.sort(key=lambda t: time_value(t))
+    inputs = dm.model_input(split)
+    if inputs.shape[0] > max_cells:
+        rows = np.sort(np.random.default_rng(seed).choice(inputs.shape[0], max_cells, replace=False))
+        inputs = inputs[rows]
+    effects = time_effects_from_inputs(model, inputs, times)
+    if run_dir is not None:
+        from pathlib import Path
+
+        effects.to_csv(Path(run_dir) / "time_effects.csv")
+    metrics = score_time_effects(effects, truth) if truth is not None else {}
+    return effects, metrics, truth
+
+
+def _same_time(a: Any, b: Any) -> bool:
+    from crossmodalnet.data.timepoints import time_value
+
+    return str(a) == str(b) or (time_value(a) is not None and time_value(a) == time_value(b))
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

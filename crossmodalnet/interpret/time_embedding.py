@@ -8,14 +8,25 @@ import numpy as np
 import pandas as pd
 
 
+def _representation(model, weights: np.ndarray) -> np.ndarray:
+    """The network's time terms for rows of time weights (for the paper's lookup + add_latent: weights @ E)."""
+    import torch
+
+    net = model.network
+    w = torch.as_tensor(np.atleast_2d(weights), dtype=net.time_embedding.dtype, device=net.time_embedding.device)
+    with torch.no_grad():
+        return net.time_representation(w, w.shape[0]).cpu().numpy().astype(np.float64)
+
+
 def embedding_matrix(model) -> np.ndarray:
-    """E, learned times x latent dimensions."""
-    return model.network.time_embedding.detach().cpu().numpy().astype(np.float64)
+    """The time representation at each learned time, learned times x width (the paper's E for lookup + add_latent;
+    a continuous time encoding's curve evaluated at the learned times otherwise)."""
+    return _representation(model, np.eye(model.time_axis.n_times))
 
 
 def interpolated_embedding(model, time: Any) -> np.ndarray:
-    """The time representation T the network adds for ``time``: its weight vector over learned times @ E."""
-    return model.time_axis.weights(time) @ embedding_matrix(model)
+    """The time representation the network uses for ``time`` (lookup: its weight vector over learned times @ E)."""
+    return _representation(model, model.time_axis.weights(time))[0]
 
 
 def time_embedding_pca(model, extra_times: Iterable[Any] = ()) -> pd.DataFrame:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from crossmodalnet.metrics import regression_metrics
+from crossmodalnet.reporting.metrics import regression_metrics
 
 CHECKPOINT_KEY = "crossmodalnet"
+CONFORMAL_KEY = "crossmodalnet_conformal"  # prediction-interval calibration (crossmodalnet.inference.intervals)
 
 
 class ProteinRegressor(L.LightningModule):
@@ -23,7 +24,7 @@ class ProteinRegressor(L.LightningModule):
         self.protein_names: list[str] | None = None
         self.preprocessing: dict | None = None  # how training genes were normalised (set by train.build_model)
         self.projection = None  # GeneProjection when trained on SVD components (data.preprocess.svd_components)
-        self.conformal: dict | None = None  # prediction-interval calibration (crossmodalnet.uncertainty), if any
+        self.conformal: dict | None = None  # prediction-interval calibration (crossmodalnet.inference.intervals), if any
         self._eval_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # -- evaluation ------------------------------------------------------------------------------------------------
@@ -63,8 +64,6 @@ class ProteinRegressor(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = self.checkpoint_metadata()
         if self.conformal is not None:  # fitted after training; kept when the model is saved again
-            from crossmodalnet.uncertainty import CHECKPOINT_KEY as CONFORMAL_KEY
-
             conformal = self.conformal
             checkpoint[CONFORMAL_KEY] = conformal if isinstance(conformal, dict) else conformal.to_dict()
 
@@ -76,8 +75,6 @@ class ProteinRegressor(L.LightningModule):
         from crossmodalnet.data.projection import GeneProjection
 
         self.projection = GeneProjection.from_dict(meta.get("projection"))
-        from crossmodalnet.uncertainty import CHECKPOINT_KEY as CONFORMAL_KEY
-
         self.conformal = checkpoint.get(CONFORMAL_KEY)
 
 

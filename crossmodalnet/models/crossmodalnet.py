@@ -9,6 +9,10 @@ losses that are always >= 0, so GradNorm's loss ratios are always defined), and 
 ``dis_lambda * KL(uniform || P(t|z))`` (>= 0, zero when the discriminator sees every time as equally likely), is
 added at the fixed weight ``dis_lambda`` = 0.1 (the authors' code's arrangement, with a bounded adversarial term).
 ``reconstruction="sq_norm"``, ``adversarial_loss="flip"``, ``adversary_in_gradnorm=True`` is the paper's text.
+
+Time: ``time_encoding`` (lookup | spline | fourier | mlp) and ``time_injection`` (add_latent | after_bn | film |
+output, joined by '+') choose how the time reaches MLP2 (crossmodalnet.models.network); the constructor's defaults
+are the paper's lookup table added to z, so checkpoints saved before these options existed load unchanged.
 """
 from __future__ import annotations
 
@@ -19,10 +23,10 @@ import torch
 from torch import nn
 
 from crossmodalnet.data.timepoints import TimeAxis
-from crossmodalnet.losses import (ADVERSARIAL_LOSSES, RECONSTRUCTIONS, adversarial_loss, discriminator_loss,
+from crossmodalnet.models.losses import (ADVERSARIAL_LOSSES, RECONSTRUCTIONS, adversarial_loss, discriminator_loss,
                                   gradient_penalty, nlc_loss, reconstruction_loss)
-from crossmodalnet.distributed import all_reduce_mean, loss_scale, sync_gradients, world_size
-from crossmodalnet.guards import check_finite, position
+from crossmodalnet.models.sync import all_reduce_mean, loss_scale, sync_gradients, world_size
+from crossmodalnet.models.finite import check_finite, position
 from crossmodalnet.models.base import ProteinRegressor, adam
 from crossmodalnet.models.gradnorm import GradNorm
 from crossmodalnet.models.network import CrossmodalNetwork, first_layer
@@ -87,13 +91,27 @@ class CrossmodalNet(ProteinRegressor):
         reconstruction: str = "mse",
         adversarial_loss: str = "confusion",
         adversary_in_gradnorm: bool = False,
+        time_encoding: str = "lookup",
+        time_injection: str = "add_latent",
+        time_extrapolation: str = "nearest",
+        time_knots: int | None = None,
+        time_frequencies: int = 3,
+        time_hidden: int = 16,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.time_axis = TimeAxis.from_dict(time_axis) if time_axis else TimeAxis(labels=[0], values=[0.0])
+        # the axis builds the weights predict() hands the network; it says what happens beyond the learned range
+        self.time_axis.extrapolation = time_extrapolation
         self.network = CrossmodalNetwork(n_genes, n_proteins, self.time_axis.n_times, latent_dim, dropout,
-                                         batch_norm, dis_hidden, time_init_std)
+                                         batch_norm, dis_hidden, time_init_std, time_encoding=time_encoding,
+                                         time_injection=time_injection, time_values=self.time_axis.values,
+                                         time_extrapolation=time_extrapolation, time_knots=time_knots,
+                                         time_frequencies=time_frequencies, time_hidden=time_hidden)
+        if self.network.time_encoder.encoding != time_encoding:
+            log.info("time_encoding=%s needs numeric times (at least two); the learned times %s use the lookup "
+                     "table", time_encoding, self.time_axis.labels)
         self.gradnorm = GradNorm(n_tasks=2, alpha=gradnorm_alpha)
         if learning_step < 2:
             raise ValueError(f"learning_step must be >= 2 (every learning_step-th step trains the discriminator), "
@@ -221,7 +239,7 @@ class CrossmodalNet(ProteinRegressor):
             h = first_layer(x, net.input_layer)
         h.requires_grad_(True)
         terms = self._scaled(self.task_losses(h, batch), batch)
-        upper = [*net.encoder_rest.parameters(), net.time_embedding, *net.decoder.parameters()]
+        upper = [*net.encoder_rest.parameters(), *net.time_parameters(), *net.decoder.parameters()]
         return x, h, terms, upper
 
     def _task_gradients_autograd(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -235,7 +253,7 @@ class CrossmodalNet(ProteinRegressor):
         norms = torch.stack([grads[0][0].norm(), grads[1][0].norm()])
         return {"terms": terms, "norms": norms, "params": params, "grads": grads}
 
-    # -- data parallelism (crossmodalnet.distributed; nothing happens on one process) ------------------------------
+    # -- data parallelism (crossmodalnet.training.distributed; nothing happens on one process) ------------------------------
     def _scaled(self, terms: dict[str, Any], batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Loss terms times this rank's share of the global batch (``world * n_rank / n_global``), so that the mean
         over ranks of losses and gradients is the one-process value on the global batch."""

@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from crossmodalnet.metrics import rowwise_pearson
+from crossmodalnet.reporting.metrics import rowwise_pearson
 
 
 def nlc_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6, reduction: str = "mean") -> torch.Tensor:

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from crossmodalnet.data.validate import DataError
+from crossmodalnet.errors import DataError
 
 
 def _figure(ncols: int = 1, width: float = 4.6, height: float = 4.0):
@@ -224,19 +224,15 @@ def plot_time_embedding(pca: pd.DataFrame, path: str | Path, title: str = "Learn
     return _save(fig, path)
 
 
-def _rank_by(by: str | None) -> str:
-    """``by``, or the saliency module's default ranking (imported here: plots alone must not load torch)."""
-    if by is not None:
-        return by
-    from crossmodalnet.interpret.saliency import DEFAULT_RANK_BY
-
-    return DEFAULT_RANK_BY
+def _rank_by(by: str | None, result=None) -> str:
+    """``by``, else the ranking the saliency result was made with (figures take numbers, not the saliency code)."""
+    return by or getattr(result, "default_rank_by", None) or "absolute"
 
 
 def plot_saliency_top(result, protein: str, path: str | Path, k: int = 10, by: str | None = None) -> Path:
     """Figure S3a: the top-k genes for a protein; bars are the mean per-cell gradient (or the result's attribution
     method), error bars its 95% interval (1.96 sd / sqrt(cells)); the bar order follows the ranking ``by``."""
-    by = _rank_by(by)
+    by = _rank_by(by, result)
     top = result.top(protein, k=k, by=by)
     fig, (ax,) = _figure(1, width=5.0, height=0.35 * len(top) + 1.6)
     y = np.arange(len(top))[::-1]
@@ -255,7 +251,7 @@ def plot_expression_vs_saliency(result, mean_expression: pd.Series, protein: str
                                 k: int = 10, by: str | None = None, highlight: Sequence[str] = ()) -> Path:
     """Figure S3b: each gene's mean expression vs its saliency for a protein; the top-k genes and any
     ``highlight`` genes (e.g. the coding gene) are labelled."""
-    by = _rank_by(by)
+    by = _rank_by(by, result)
     scores = result.scores(by).loc[protein]
     expr = pd.Series(mean_expression).astype(float)
     expr.index = expr.index.astype(str)

@@ -22,89 +22,14 @@ the helpers here, through the strategy (``trainer.strategy.reduce``). On one pro
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.plugins.layer_sync import LayerSync
 from torch import nn
 
-
-def world_size(module: L.LightningModule | None) -> int:
-    """Processes training this model (1 outside a Trainer or on one device)."""
-    trainer = getattr(module, "_trainer", None) if module is not None else None
-    return int(trainer.world_size) if trainer is not None else 1
-
-
-def loss_scale(module: L.LightningModule, n_local: int) -> float:
-    """``world * n_local / n_global``: multiply a rank's mean loss by it before differentiating, so that the mean
-    over ranks of the gradients is the gradient of the mean loss over the global batch. 1.0 on one process."""
-    world = world_size(module)
-    if world == 1:
-        return 1.0
-    n = torch.tensor([float(n_local)], device=module.device)
-    total = module.trainer.strategy.reduce(n, reduce_op="sum")
-    return float(world * n_local / float(total.item()))
-
-
-def all_reduce_mean(module: L.LightningModule, tensors: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
-    """The mean over ranks of each tensor (``None`` stays ``None``), with one collective; the inputs on one
-    process. Every rank must call it with tensors of the same shapes in the same order."""
-    if world_size(module) == 1:
-        return list(tensors)
-    present = [t for t in tensors if t is not None]
-    if not present:
-        return list(tensors)
-    flat = torch.cat([t.detach().reshape(-1).to(present[0].dtype) for t in present])
-    flat = module.trainer.strategy.reduce(flat, reduce_op="sum") / world_size(module)
-    out, offset = [], 0
-    for t in tensors:
-        if t is None:
-            out.append(None)
-            continue
-        out.append(flat[offset:offset + t.numel()].view_as(t).to(t.dtype))
-        offset += t.numel()
-    return out
-
-
-# -- data -------------------------------------------------------------------------------------------------------
-class GlobalBatchSampler:
-    """Yields this rank's rows of every global batch (a list of row indices per batch).
-
-    The order depends only on (seed, epoch): Lightning calls :meth:`set_epoch` before each epoch. A trailing
-    global batch with fewer than ``2 * world`` cells is dropped in training (one cell per rank would leave a
-    BatchNorm without a variance); on one process that is the old rule "drop a last batch of one cell".
-    """
-
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1) -> None:
-        if not 0 <= rank < world:
-            raise ValueError(f"rank {rank} outside world size {world}")
-        self.n, self.batch_size, self.shuffle = int(n), int(batch_size), bool(shuffle)
-        self.seed, self.rank, self.world = int(seed), int(rank), int(world)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def global_batches(self) -> list[np.ndarray]:
-        """Every global batch of this epoch, in order (the same on every rank)."""
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.n, generator=gen).numpy()
-        else:
-            order = np.arange(self.n)
-        batches = [order[i:i + self.batch_size] for i in range(0, self.n, self.batch_size)]
-        if self.shuffle and len(batches) > 1 and len(batches[-1]) < 2 * self.world:
-            batches.pop()
-        return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.global_batches():
-            yield np.array_split(batch, self.world)[self.rank].tolist()
-
-    def __len__(self) -> int:
-        return len(self.global_batches())
+from crossmodalnet.data.sampler import GlobalBatchSampler  # noqa: F401  (documented here)
+from crossmodalnet.models.sync import all_reduce_mean, loss_scale, sync_gradients, world_size  # noqa: F401
 
 
 # -- BatchNorm over the global batch --------------------------------------------------------------------------------
@@ -198,7 +123,7 @@ class ReplicaCheck(L.Callback):
     """Checks that data parallelism kept one model: at the end of training every rank compares its parameters
     and buffers with rank 0's; rank 0 writes ``<run dir>/replicas.json`` (world size, largest difference).
 
-    Add it to any run with ``+callbacks.replica_check._target_=crossmodalnet.distributed.ReplicaCheck`` (one
+    Add it to any run with ``+callbacks.replica_check._target_=crossmodalnet.training.distributed.ReplicaCheck`` (one
     broadcast of the model; a cluster set-up check, used by tests/test_distributed.py)."""
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -214,12 +139,3 @@ class ReplicaCheck(L.Callback):
         if trainer.global_rank == 0:
             out = {"world_size": trainer.world_size, "max_abs_diff": float(worst), "n_values": int(flat.numel())}
             Path(trainer.default_root_dir, "replicas.json").write_text(json.dumps(out, indent=2))
-
-
-def sync_gradients(module: L.LightningModule, params) -> None:
-    """Replace each parameter's ``.grad`` by its mean over ranks (one collective; nothing on one process)."""
-    if world_size(module) == 1:
-        return
-    params = [p for p in params if p.grad is not None]
-    for p, g in zip(params, all_reduce_mean(module, [p.grad for p in params])):
-        p.grad = g.contiguous()

@@ -1,6 +1,6 @@
 """Evaluation beyond the test loop: reference numbers that make a run's metrics interpretable.
 
-``extra_metrics`` is called by :func:`crossmodalnet.train.train` after testing; every key it returns lands
+``extra_metrics`` is called by :func:`crossmodalnet.training.run.train` after testing; every key it returns lands
 in ``metrics.json``:
 - always: the train-mean baseline on the test split;
 - out-of-distribution runs (``data.holdout_time``): the held-out cells under the interpolated time embedding
@@ -19,7 +19,7 @@ import torch
 
 from crossmodalnet.data.datamodule import CiteDataModule
 from crossmodalnet.data.validate import PROTEIN_KEY
-from crossmodalnet.metrics import regression_metrics
+from crossmodalnet.reporting.metrics import regression_metrics
 
 log = logging.getLogger("crossmodalnet")
 # cells whose gradients are summed for the saliency ground-truth check (a seeded subset of the training split):
@@ -118,8 +118,8 @@ def extra_metrics(model, dm: CiteDataModule, cfg) -> dict[str, float]:
     """Reference numbers for the held-out split, added to metrics.json."""
     metrics = train_mean_baseline(dm, "test")
     metrics.update(interval_metrics(model, dm, cfg))
-    if has_time_embedding(model):  # does z still carry the time? (the adversary's job; crossmodalnet/latent_time.py)
-        from crossmodalnet.latent_time import latent_time_metrics
+    if has_time_embedding(model):  # does z still carry the time? (the adversary's job; crossmodalnet/interpret/latent_time.py)
+        from crossmodalnet.interpret.latent_time import latent_time_metrics
 
         metrics.update(latent_time_metrics(model, dm, seed=int(cfg.get("seed", 0) or 0) if cfg is not None else 0))
     if dm.holdout_time is not None and has_time_embedding(model):
@@ -134,10 +134,10 @@ def extra_metrics(model, dm: CiteDataModule, cfg) -> dict[str, float]:
 
 
 def interval_metrics(model, dm: CiteDataModule, cfg) -> dict[str, float]:
-    """Split-conformal prediction intervals (crossmodalnet/uncertainty.py): calibrated on the validation cells and
+    """Split-conformal prediction intervals (crossmodalnet/inference/intervals.py): calibrated on the validation cells and
     attached to ``model.conformal`` (train() stores them with the model); coverage and mean width of
     ``cfg.uncertainty.level`` intervals on the test cells as ``test/interval/*``."""
-    from crossmodalnet.uncertainty import fit_and_score
+    from crossmodalnet.inference.intervals import fit_and_score
 
     settings = cfg.get("uncertainty") if cfg is not None else None
     if settings is not None and not settings.get("enabled", True):
@@ -171,21 +171,6 @@ def has_time_embedding(model) -> bool:
     return getattr(network, "time_embedding", None) is not None and hasattr(model, "time_axis")
 
 
-CELL_TYPE_KEYS = ("cell_type", "celltype", "cell_type_l2", "cell_type_l1", "celltype.l2", "celltype.l1",
-                  "cell_types", "annotation", "lineage", "leiden", "louvain")
-
-
-def cell_type_column(obs, key: str | None = None) -> str | None:
-    """The obs column to colour cells by: ``key`` when given, else the first of :data:`CELL_TYPE_KEYS` present
-    with 2 to 200 distinct values."""
-    if key is not None:
-        return key if key in obs.columns else None
-    for k in CELL_TYPE_KEYS:
-        if k in obs.columns and 2 <= obs[k].nunique() <= 200:
-            return k
-    return None
-
-
 def write_run_figures(model, dm: CiteDataModule, run_dir: str | Path, predictions=None,
                       cell_type_key: str | None = None) -> list[Path]:
     """A run's figures in ``run_dir/plots``: training curves (with the train-mean reference, task weights and
@@ -195,9 +180,10 @@ def write_run_figures(model, dm: CiteDataModule, run_dir: str | Path, prediction
     proteins, and accuracy by time point."""
     import pandas as pd
 
-    from crossmodalnet.interpret import plots
+    from crossmodalnet.reporting import figures as plots
+    from crossmodalnet.reporting.annotations import cell_type_column
     from crossmodalnet.interpret.time_embedding import time_embedding_pca
-    from crossmodalnet.metrics import pearson_per_cell, pearson_per_protein
+    from crossmodalnet.reporting.metrics import pearson_per_cell, pearson_per_protein
 
     out_dir = Path(run_dir) / "plots"
     written = []

@@ -1,8 +1,8 @@
 """Hooks for tests that must stop a run at an exact point, not at a point that depends on how fast it trains.
 
-``+callbacks.kill._target_=crossmodalnet.testing.KillAfterEpoch +callbacks.kill.epoch=1`` kills the process (no
+``+callbacks.kill._target_=crossmodalnet.training.hooks.KillAfterEpoch +callbacks.kill.epoch=1`` kills the process (no
 clean-up) once epoch index 1 is on disk (tests/test_resume.py);
-``python train.py +callbacks.hold._target_=crossmodalnet.testing.HoldAtEpoch +callbacks.hold.epoch=2
+``python train.py +callbacks.hold._target_=crossmodalnet.training.hooks.HoldAtEpoch +callbacks.hold.epoch=2
 +callbacks.hold.release_file=/tmp/go`` waits before the first batch of epoch index 2 (after every callback has
 handled the end of epoch index 1, e.g. a Ray Tune report with its checkpoint) until ``release_file`` exists.
 """

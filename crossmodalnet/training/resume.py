@@ -6,7 +6,7 @@ Resuming itself is Lightning's: ``trainer.fit(ckpt_path=...)`` restores the weig
 initial losses (parameters and buffers), every optimiser's state, CrossmodalNet's step counter (its
 ``on_save_checkpoint``), the epoch and the loops, and the state of early stopping and of the best-checkpoint
 callback. The data order of every epoch depends only on (seed, epoch) and torch's RNG is reseeded at each batch
-(:mod:`crossmodalnet.distributed`), so a resumed run continues exactly where the killed one stopped.
+(:mod:`crossmodalnet.training.distributed`), so a resumed run continues exactly where the killed one stopped.
 """
 from __future__ import annotations
 

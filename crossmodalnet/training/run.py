@@ -6,11 +6,7 @@ Run dir contents: config.yaml, metrics.json, predictions.h5ad (test cells x prot
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
-import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 from crossmodalnet.baselines.base import Baseline, BaselineUnavailable
 from crossmodalnet.data.datamodule import CiteDataModule
 from crossmodalnet.data.validate import DataError, value_ranges
-from crossmodalnet.metrics import regression_metrics
-from crossmodalnet.evaluate import extra_metrics, write_run_figures
-from crossmodalnet.guards import FiniteGuard, write_metrics
-from crossmodalnet.rundir import prepare_from_config
-from crossmodalnet.distributed import DistributedTraining, GlobalBatchNormSync
-from crossmodalnet.resume import (check_accelerator, check_baseline_setup, check_resume_checkpoint,
+from crossmodalnet.reporting.metrics import regression_metrics
+from crossmodalnet.training.evaluate import extra_metrics, write_run_figures
+from crossmodalnet.training.guards import FiniteGuard, write_metrics
+from crossmodalnet.training.rundir import prepare_from_config
+from crossmodalnet.training.distributed import DistributedTraining, GlobalBatchNormSync
+from crossmodalnet.training.resume import (check_accelerator, check_baseline_setup, check_resume_checkpoint,
                                   check_strategy, trainer_error)
-from crossmodalnet.latent_time import task_weight_summary
-from crossmodalnet.timing import StageClock
+from crossmodalnet.interpret.latent_time import task_weight_summary
+from crossmodalnet.training.timing import StageClock
 
 log = logging.getLogger("crossmodalnet")
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
 
 def build_datamodule(cfg: DictConfig) -> CiteDataModule:
@@ -97,7 +92,7 @@ def build_model(cfg: DictConfig, dm: CiteDataModule) -> L.LightningModule:
     model.preprocessing = {"rna": pre.rna, "target_sum": float(pre.target_sum), "time_key": dm.time_key,
                            "protein": pre.protein,  # the scale of the predictions (recorded in predict's uns)
                            "protein_key": (cfg.data.get("source") or {}).get("protein_key", "protein")}
-    # per-gene training min/max: prediction reports new cells far outside them (crossmodalnet.predict)
+    # per-gene training min/max: prediction reports new cells far outside them (crossmodalnet.inference.predict)
     model.preprocessing.update(value_ranges(dm.splits["train"].X), integer_counts=bool(pre.integer_counts))
     return model
 
@@ -256,7 +251,7 @@ def train_baseline(cfg: DictConfig, model: Baseline, dm: CiteDataModule, run_dir
 def store_calibration(model, run_dir: Path, checkpoint: str | None = None) -> None:
     """The conformal calibration fitted by extra_metrics: ``run_dir/calibration.npz`` and, for Lightning models,
     inside the best checkpoint, so ``crossmodalnet-predict --interval 0.9`` finds it either way."""
-    from crossmodalnet.uncertainty import FILE_NAME, ConformalCalibration, save_to_checkpoint
+    from crossmodalnet.inference.intervals import FILE_NAME, ConformalCalibration, save_to_checkpoint
 
     cal = getattr(model, "conformal", None)
     if not isinstance(cal, ConformalCalibration):
@@ -267,7 +262,7 @@ def store_calibration(model, run_dir: Path, checkpoint: str | None = None) -> No
 
 
 def _warn_below_reference(metrics: dict) -> None:
-    from crossmodalnet.evaluate import reference_warning
+    from crossmodalnet.training.evaluate import reference_warning
 
     line = reference_warning(metrics)
     if line:
@@ -279,35 +274,8 @@ def _training_summary(trainer: L.Trainer) -> dict[str, float]:
     for cb in trainer.callbacks:
         if isinstance(cb, L.pytorch.callbacks.EarlyStopping) and cb.best_score is not None:
             out["val/best_pearson_cell"] = float(cb.best_score)
-    for cb in trainer.callbacks:  # the raw best (early stopping may watch a smoothed value, crossmodalnet.schedule)
+    for cb in trainer.callbacks:  # the raw best (early stopping may watch a smoothed value, crossmodalnet.training.schedule)
         if (isinstance(cb, L.pytorch.callbacks.ModelCheckpoint) and cb.monitor == "val/pearson_cell"
                 and cb.best_model_score is not None):
             out["val/best_pearson_cell"] = float(cb.best_model_score)
     return out
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def _hydra_main(cfg: DictConfig) -> float | None:
-    try:
-        metrics = train(cfg)
-    except (DataError, BaselineUnavailable) as err:  # bad input / unusable baseline: one clear line, exit 2
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float) and k.startswith("test/")}
-    print(f"test metrics: {json.dumps(shown)}")
-    print(f"run dir: {cfg.paths.output_dir}")
-    objective = cfg.get("optimized_metric")
-    return metrics.get(objective) if objective else None
-
-
-def main() -> None:
-    """Console entry point; a data/config problem ends in one clear line, not a traceback."""
-    os.environ.setdefault("WANDB_MODE", "offline")
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    # data-parallel runs: every rank scores the whole validation/test split, so its values need no sync_dist
-    warnings.filterwarnings("ignore", ".*sync_dist=True.*")
-    _hydra_main()
-
-
-if __name__ == "__main__":
-    main()

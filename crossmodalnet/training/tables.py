@@ -1,5 +1,5 @@
 """The paper's comparison tables (Table 1: in-distribution, Table 2: held-out time point, Table S2: run time),
-reproduced by running every method through the one code path, :func:`crossmodalnet.train.train`.
+reproduced by running every method through the one code path, :func:`crossmodalnet.training.run.train`.
 
 Every method of a table sees the same composed Hydra config except ``model=<name>``: same data, split,
 preprocessing and seeds. Results go to ``<out>/runs/<method>/seed<k>/`` (ordinary run dirs) and are summarised
@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from crossmodalnet.baselines.base import BaselineUnavailable
-from crossmodalnet.train import CONFIG_DIR
+from crossmodalnet.utils.config_dir import CONFIG_DIR
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def compose_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
 
 def run_method(method: str, seed: int, overrides: Sequence[str], output_dir: Path) -> dict:
     """One ``train(cfg)`` run; returns a row with its status ("ok", "unavailable", "failed") and metrics."""
-    from crossmodalnet.train import train
+    from crossmodalnet.training.run import train
 
     row = {"method": method, "seed": seed, "run_dir": str(output_dir), "status": "ok", "note": ""}
     start = time.perf_counter()

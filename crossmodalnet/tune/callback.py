@@ -2,7 +2,7 @@
 checkpoint, through Tune's own checkpoint API (``ray.tune.report(metrics, checkpoint=...)``).
 
 Tune keeps the checkpoint with the trial; a trial that was interrupted (Ctrl+C, a lost node) or paused by a
-scheduler gets it back from ``ray.tune.get_checkpoint()`` and ``crossmodalnet.tune._trial`` resumes ``train``
+scheduler gets it back from ``ray.tune.get_checkpoint()`` and ``crossmodalnet.tune.sweep._trial`` resumes ``train``
 from it (``ckpt_path``), so it continues from its last epoch instead of epoch 0.
 """
 from __future__ import annotations

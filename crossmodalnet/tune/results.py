@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from crossmodalnet.tune import DRIVER_ONLY_KEYS, Hyperparameter
+from crossmodalnet.tune.space import DRIVER_ONLY_KEYS, Hyperparameter
 
 #: config groups the best experiment file does not re-select (itself, the sweep's own, Hydra's, the run paths)
 _NOT_RESELECTED = {"experiment", "hparams_search", "tune", "hydra", "paths"}
