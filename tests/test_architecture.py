@@ -156,3 +156,16 @@ def test_the_checker_finds_a_cycle_and_an_upward_import(tmp_path, monkeypatch):
         test_import_graph_has_no_cycle()
     with pytest.raises(AssertionError, match="up a floor"):
         test_no_import_goes_up_a_floor()
+
+
+def test_pyproject_lists_every_package_and_ships_the_configs():
+    """pyproject.toml lists the packages by hand (the configs are mapped in as crossmodalnet.configs): a new
+    subpackage missing from the list would be left out of the wheel."""
+    import tomllib
+
+    setup = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    listed = set(setup["packages"])
+    assert on_disk | {"crossmodalnet.configs"} == listed
+    assert setup["package-dir"]["crossmodalnet.configs"] == "configs"
+    assert (PACKAGE.parent / "configs" / "train.yaml").is_file()
