@@ -106,3 +106,28 @@ def test_model_without_time_is_refused():
     mlp = MLP(n_genes=3, n_proteins=2)
     with pytest.raises(DataError, match="no time input"):
         time_effects_from_inputs(mlp, np.zeros((2, 3), np.float32))
+
+
+def test_true_time_effects_from_the_drift_simulator():
+    from crossmodalnet.data.simulate import simulate_cite
+    from crossmodalnet.interpret.time_effects import true_time_effects
+
+    adata = simulate_cite(n_cells=300, n_genes=200, n_proteins=6, times=(0, 1, 2, 3), time_effect="drift", seed=1)
+    truth = true_time_effects(adata)
+    assert list(truth.columns) == ["0", "1", "2", "3"]
+    assert list(truth.index) == list(adata.obsm["protein"].columns)
+    np.testing.assert_allclose(truth.to_numpy(), np.asarray(adata.uns["simulation"]["time_effect"]).T, rtol=1e-6)
+    np.testing.assert_allclose(truth.mean(1), 0.0, atol=1e-5)  # centred over the times
+    del adata.uns["simulation"]
+    assert true_time_effects(adata) is None
+
+
+def test_score_matches_times_by_value_and_scores_unseen_times_across_proteins():
+    truth = pd.DataFrame([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0], [0.0, 3.0, 0.0]], index=["a", "b", "c"],
+                         columns=["0", "1", "2"])
+    learned = truth.rename(columns={"0": "day 0", "1": "day 1", "2": "day 2"}) * 3
+    learned.attrs = {"kind": {"day 0": "learned", "day 1": "interpolated", "day 2": "learned"}}
+    s = score_time_effects(learned, truth)
+    assert s["time_effects/n_times"] == 3
+    # centred on the learned times (0 and 2): at day 1 the learned and true effects are a multiple of each other
+    assert s["time_effects/at_day_1/pearson_across_proteins"] == pytest.approx(1.0)
