@@ -413,6 +413,11 @@ class SaliencyResult:
     def genes(self) -> list[str]:
         return list(self.signed.columns)
 
+    @property
+    def default_rank_by(self) -> str:
+        """The ranking the package recommends (:data:`DEFAULT_RANK_BY`); figures use it when given none."""
+        return DEFAULT_RANK_BY
+
     def _neighbours(self) -> np.ndarray:
         if "_nbr_cache" not in self.__dict__:
             self.__dict__["_nbr_cache"] = matched_neighbours(self._stats())
