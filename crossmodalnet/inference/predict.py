@@ -195,22 +195,36 @@ class RangeMonitor:
     """Counts cells holding a gene value far outside what the training data held, and keeps the worst one.
 
     "Far": beyond the gene's training min/max by more than its training range (at least a tenth of the range of
-    all genes, so a gene constant in training is not flagged for every small value). Values are reported, never
-    clipped: the network extrapolates, and the user decides.
+    all genes, so a narrow gene is not flagged for every small value). Genes with no training variance (min =
+    max, e.g. never expressed in the training cells) are left out of that count: any other value would be "far",
+    and a gene the training cells never expressed says nothing about extrapolation by itself; how many of them
+    take other values is reported in the same line. Values are reported, never clipped: the network extrapolates,
+    and the user decides.
     """
 
     def __init__(self, lo, hi, gene_names: list[str]) -> None:
         self.lo, self.hi = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
         span = float(self.hi.max() - self.lo.min()) if self.hi.size else 0.0
         self.tolerance = np.maximum(self.hi - self.lo, 0.1 * span if span > 0 else 1.0).astype(np.float32)
+        self.constant = self.hi <= self.lo  # no training variance: checked separately
         self.gene_names = gene_names
         self.n_cells = 0
         self.worst: tuple[float, str, int, float] | None = None  # (excess in tolerances, cell, gene column, value)
-        self._zero_far: bool | None = None  # does a 0 lie far outside some gene's training range?
+        self.constant_changed = np.zeros(self.lo.shape, dtype=bool)  # constant genes seen at another value
+        self._zero_far: bool | None = None  # does a 0 lie far outside some varying gene's training range?
+
+    def _excess(self, values: np.ndarray, cols) -> np.ndarray:
+        """How far beyond the gene's training range, in tolerances, minus one (> 0: far out); -inf for constant
+        genes."""
+        excess = np.maximum(values - self.hi[cols], self.lo[cols] - values) / self.tolerance[cols] - 1.0
+        return np.where(self.constant[cols], -np.inf, excess)
 
     def update(self, block: np.ndarray, start: int, obs_names) -> None:
         """Count the block's cells with a far-out value; keep the most extreme one."""
-        excess = np.maximum(block - self.hi, self.lo - block) / self.tolerance - 1.0
+        if self.constant.any():
+            changed = (block[:, self.constant] != self.lo[self.constant]).any(axis=0)
+            self.constant_changed[self.constant] |= changed
+        excess = self._excess(block, slice(None))
         far = excess > 0
         rows = far.any(axis=1)
         if not rows.any():
@@ -223,14 +237,19 @@ class RangeMonitor:
 
     def update_sparse(self, block: sp.csr_matrix, start: int, obs_names) -> bool:
         """``update`` on CSR without densifying: stored values are scored, and the implicit zeros need none when
-        zero lies within every gene's tolerance (log-normalised data: training minimum 0). False = not decided
-        here (some gene's zeros are far out): the caller falls back to the dense block."""
+        zero lies within every varying gene's tolerance and constant genes were 0 in training (log-normalised
+        data: training minimum 0). False = not decided here: the caller falls back to the dense block."""
         if self._zero_far is None:
-            self._zero_far = bool((np.maximum(-self.hi, self.lo) / self.tolerance - 1.0 > 0).any())
+            zero_excess = self._excess(np.zeros_like(self.lo), slice(None))
+            self._zero_far = bool((zero_excess > 0).any() or (self.lo[self.constant] != 0).any())
         if self._zero_far:
             return False
         cols = block.indices
-        excess = np.maximum(block.data - self.hi[cols], self.lo[cols] - block.data) / self.tolerance[cols] - 1.0
+        stored = block.data
+        if self.constant.any():
+            hit = self.constant[cols] & (stored != 0)
+            self.constant_changed[cols[hit]] = True
+        excess = self._excess(stored, cols)
         far = excess > 0
         if not far.any():
             return True
@@ -240,19 +259,32 @@ class RangeMonitor:
         if self.worst is None or excess[i] > self.worst[0]:
             r = int(entry_rows[i])
             cell = str(obs_names[start + r]) if obs_names is not None else f"row {start + r}"
-            self.worst = (float(excess[i]), cell, int(cols[i]), float(block.data[i]))
+            self.worst = (float(excess[i]), cell, int(cols[i]), float(stored[i]))
         return True
 
+    def constant_note(self) -> str:
+        """'' or a clause naming the genes without training variance that take other values here."""
+        n = int(self.constant_changed.sum())
+        if not n:
+            return ""
+        names = [self.gene_names[i] for i in np.flatnonzero(self.constant_changed)[:3]]
+        return (f"{n} genes constant in the training cells (e.g. {', '.join(map(repr, names))}) take other values "
+                f"here and are not counted")
+
     def report(self, n_total: int, where: str) -> None:
-        """One warning with the count of such cells and the worst example (nothing when there are none)."""
+        """One line per call: a warning with the count of far-out cells and the worst example, with the number of
+        training-constant genes that vary here in the same line; those alone are an info line, not a warning."""
+        note = self.constant_note()
         if not self.n_cells:
+            if note:
+                log.info("gene values of %s: %s", where, note)
             return
         _, cell, g, value = self.worst
         warnings.warn(f"{self.n_cells} of {n_total} cells of {where} hold gene values far outside the training "
                       f"range (beyond a gene's training min/max by more than its training range); worst: cell "
                       f"{cell!r}, gene {self.gene_names[g]!r} = {value:g} (training range [{self.lo[g]:g}, "
                       f"{self.hi[g]:g}]); their predictions extrapolate: check that the input is normalised like "
-                      f"the training data", stacklevel=4)
+                      f"the training data" + (f" ({note})" if note else ""), stacklevel=4)
 
 
 def gene_source(model, adata: ad.AnnData, layer: str | None = None, normalize: str | None = None,
