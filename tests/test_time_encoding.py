@@ -53,6 +53,9 @@ def test_fourier_and_mlp_features_by_hand():
     np.testing.assert_allclose(f[0], [1, 0.25, s, 1.0, s, 0.0], atol=1e-6)
     # columns 1, x, sin(pi x), sin(2 pi x), cos(pi x), cos(2 pi x); beyond the range the periodic ones hold x = 1
     np.testing.assert_allclose(f[1], [1, 1.5, 0.0, 0.0, -1.0, 1.0], atol=1e-6)
+    poly = TimeEncoder("poly", DAYS, len(DAYS), "extrapolate", degree=3)
+    np.testing.assert_allclose(poly.features(torch.tensor([0.5, 1.2])), [[1, .5, .25, .125], [1, 1.2, 1.44, 1.728]],
+                               rtol=1e-6)
     mlp = TimeEncoder("mlp", DAYS, len(DAYS), hidden=3)
     with torch.no_grad():
         mlp.slope.copy_(torch.tensor([1.0, -2.0, 0.0]))
@@ -73,7 +76,7 @@ def test_encoders_read_the_time_from_the_weights():
 
 
 def test_shapes_for_every_encoding_and_injection():
-    n_feat = {"lookup": 5, "spline": 5, "fourier": 2 + 2 * 3, "mlp": 2 + 16}
+    n_feat = {"lookup": 5, "spline": 5, "poly": 3, "fourier": 2 + 2 * 3, "mlp": 2 + 16}
     width = {"add_latent": 8, "after_bn": 8, "film": 16, "output": 8, "film+output": 24}
     w = weights([0, 3, 6])
     for enc, k in n_feat.items():
@@ -129,7 +132,7 @@ def test_lookup_add_latent_midpoint_is_no_time_but_not_after_bn_or_continuous():
 def test_no_time_is_the_basal_prediction_and_zero_init_is_time_free():
     z = torch.randn(5, 8)
     w = weights([0, 3, 6, 1, 5])
-    for enc in ("lookup", "spline", "fourier", "mlp"):
+    for enc in ("lookup", "spline", "poly", "fourier", "mlp"):
         net = network(enc, "film+output+after_bn", std=0.0)
         with torch.no_grad():
             torch.testing.assert_close(net.decode(z, w), net.decode(z, None))

@@ -58,7 +58,7 @@ class CrossmodalNetwork(nn.Module):
                  time_init_std: float = 0.0, time_encoding: str = "lookup",
                  time_injection: str | Sequence[str] = "add_latent", time_values: Sequence[float] | None = None,
                  time_extrapolation: str = "nearest", time_knots: int | None = None, time_frequencies: int = 3,
-                 time_hidden: int = 16) -> None:
+                 time_hidden: int = 16, time_degree: int = 2) -> None:
         super().__init__()
         if min(n_genes, n_proteins, n_times, latent_dim) < 1:
             raise ValueError(f"sizes must be positive: genes={n_genes}, proteins={n_proteins}, "
@@ -70,7 +70,7 @@ class CrossmodalNetwork(nn.Module):
             _norm(latent_dim, batch_norm), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(latent_dim, latent_dim), _norm(latent_dim, batch_norm))
         self.time_encoder = TimeEncoder(time_encoding, time_values, n_times, time_extrapolation, time_knots,
-                                        time_frequencies, time_hidden)
+                                        time_frequencies, time_hidden, time_degree)
         self.injections = parse_injection(time_injection)
         widths = {"add_latent": latent_dim, "after_bn": latent_dim, "film": 2 * latent_dim, "output": 2 * n_proteins}
         self.term_slices: dict[str, slice] = {}

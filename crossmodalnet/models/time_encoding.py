@@ -10,6 +10,8 @@ them by a learned matrix (``CrossmodalNetwork.time_embedding``, k x width) to ge
 - ``spline``: natural cubic spline basis in the time (ESL eq. 5.4-5.5), knots at the learned times (or
   ``knots`` evenly spaced): the learned values at the knots joined by a natural cubic spline, which is linear
   beyond the boundary knots (its extrapolation).
+- ``poly``: ``[1, x, x^2, ..., x^D]`` (``degree`` D, default 2: the (t, t^2) features of the time-aware
+  baselines); the polynomial continues beyond the learned range.
 - ``fourier``: ``[1, x, sin(pi k x), cos(pi k x)]``, k = 1..K, x the time scaled to [0, 1] over the learned range;
   beyond it the periodic terms keep their boundary value and the trend term ``x`` continues.
 - ``mlp``: a small network on x, ``[1, x, SiLU(a_j x + b_j)]`` (j = 1..H, a, b learned; the network's second layer
@@ -27,7 +29,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-TIME_ENCODINGS = ("lookup", "spline", "fourier", "mlp")
+TIME_ENCODINGS = ("lookup", "spline", "poly", "fourier", "mlp")
 EXTRAPOLATIONS = ("nearest", "extrapolate")
 
 
@@ -56,7 +58,7 @@ class TimeEncoder(nn.Module):
 
     def __init__(self, encoding: str, values: Sequence[float] | None, n_times: int,
                  extrapolation: str = "nearest", knots: int | None = None, frequencies: int = 3,
-                 hidden: int = 16) -> None:
+                 hidden: int = 16, degree: int = 2) -> None:
         super().__init__()
         if encoding not in TIME_ENCODINGS:
             raise ValueError(f"time_encoding must be one of {TIME_ENCODINGS}, got {encoding!r}")
@@ -80,6 +82,11 @@ class TimeEncoder(nn.Module):
             k = ((vals - lo) / self.span).tolist() if knots is None else torch.linspace(0, 1, int(knots)).tolist()
             self.register_buffer("knots", torch.tensor(sorted(k), dtype=torch.float32), persistent=False)
             self.n_features = len(k)
+        elif self.encoding == "poly":
+            if int(degree) < 1:
+                raise ValueError(f"time_degree must be >= 1, got {degree}")
+            self.degree = int(degree)
+            self.n_features = 1 + self.degree
         elif self.encoding == "fourier":
             if int(frequencies) < 1:
                 raise ValueError(f"time_frequencies must be >= 1, got {frequencies}")
@@ -117,6 +124,8 @@ class TimeEncoder(nn.Module):
         """phi at scaled times ``x`` (n,), for one unit of time weight."""
         if self.encoding == "spline":
             return natural_spline_basis(x, self.knots.to(x.dtype))
+        if self.encoding == "poly":
+            return torch.stack([x ** j for j in range(self.degree + 1)], dim=1)
         if self.encoding == "fourier":
             xc = x.clamp(0.0, 1.0)   # periodic terms hold their boundary value beyond the learned range
             k = torch.arange(1, self.frequencies + 1, dtype=x.dtype, device=x.device) * math.pi
