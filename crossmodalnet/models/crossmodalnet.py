@@ -10,7 +10,7 @@ losses that are always >= 0, so GradNorm's loss ratios are always defined), and 
 added at the fixed weight ``dis_lambda`` = 0.1 (the authors' code's arrangement, with a bounded adversarial term).
 ``reconstruction="sq_norm"``, ``adversarial_loss="flip"``, ``adversary_in_gradnorm=True`` is the paper's text.
 
-Time: ``time_encoding`` (lookup | spline | fourier | mlp) and ``time_injection`` (add_latent | after_bn | film |
+Time: ``time_encoding`` (lookup | spline | poly | fourier | mlp) and ``time_injection`` (add_latent | after_bn | film |
 output, joined by '+') choose how the time reaches MLP2 (crossmodalnet.models.network); the constructor's defaults
 are the paper's lookup table added to z, so checkpoints saved before these options existed load unchanged.
 """
@@ -97,6 +97,7 @@ class CrossmodalNet(ProteinRegressor):
         time_knots: int | None = None,
         time_frequencies: int = 3,
         time_hidden: int = 16,
+        time_degree: int = 2,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -108,7 +109,8 @@ class CrossmodalNet(ProteinRegressor):
                                          batch_norm, dis_hidden, time_init_std, time_encoding=time_encoding,
                                          time_injection=time_injection, time_values=self.time_axis.values,
                                          time_extrapolation=time_extrapolation, time_knots=time_knots,
-                                         time_frequencies=time_frequencies, time_hidden=time_hidden)
+                                         time_frequencies=time_frequencies, time_hidden=time_hidden,
+                                         time_degree=time_degree)
         if self.network.time_encoder.encoding != time_encoding:
             log.info("time_encoding=%s needs numeric times (at least two); the learned times %s use the lookup "
                      "table", time_encoding, self.time_axis.labels)
