@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.3.0"
+from crossmodalnet.utils.version import __version__
+
 __all__ = ["fit", "load", "Run", "__version__"]
 
 _API = {"fit", "load", "Run"}

@@ -130,26 +130,28 @@ def fit(
     finally:
         if key is not None:
             _MEMORY.pop(key, None)
-    trained = _load_model(run_dir, metrics)
+    from crossmodalnet.inference.load import load_trained
+
+    trained = load_trained(run_dir)
     return Run(trained, run_dir=run_dir, metrics=metrics, config=cfg,
                data=data[0] if isinstance(data, (tuple, list)) else data,  # saliency: the RNA file of a pair
                data_options={"rna_mod": rna_mod, "protein_mod": protein_mod})
 
 
 def load(path: str | Path) -> "Run":
-    """Any model ``train()`` saved, ready to predict: a run dir, a Lightning ``.ckpt`` (CrossmodalNet, MLP) or a
-    fit/predict baseline's ``.joblib``. The run's metrics and config come along when they are beside it."""
+    """Any model ``train()`` saved, ready to predict: a run dir, its ``model/`` folder, or a file of the run (its best
+    checkpoint, the baseline's ``model.joblib``). The run's metrics and config come along."""
     from crossmodalnet.inference.load import load_trained, resolve_model_path
 
-    file = resolve_model_path(path)
-    run_dir = file.parent.parent if file.parent.name == "checkpoints" else file.parent
+    folder = resolve_model_path(path)  # <run dir>/model
+    run_dir = folder.parent
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
     config = None
     if (run_dir / "config.yaml").is_file():
         from omegaconf import OmegaConf
 
         config = OmegaConf.load(run_dir / "config.yaml")
-    return Run(load_trained(file), run_dir=run_dir, metrics=metrics, config=config)
+    return Run(load_trained(folder), run_dir=run_dir, metrics=metrics, config=config)
 
 
 class Run:
@@ -305,12 +307,3 @@ def _drop_foreign_source_keys(source) -> None:
         del source[key]
     if foreign:
         log.info("data.source settings of the experiment not used for your data: %s", ", ".join(foreign))
-
-
-def _load_model(run_dir: Path, metrics: dict):
-    from crossmodalnet.inference.load import load_trained
-
-    for key in ("best_checkpoint", "model_file"):
-        if metrics.get(key) and Path(str(metrics[key])).is_file():
-            return load_trained(metrics[key])
-    return load_trained(run_dir)

@@ -48,6 +48,19 @@ def run_train(tmp_path: Path, *overrides: str, expect_ok: bool = True, timeout: 
     return proc, None
 
 
+def train_config(run_dir: Path, *overrides: str):
+    """The composed Hydra config of ``python train.py <overrides>`` with its run dir at ``run_dir`` (quiet, one
+    thread), for tests that call ``train(cfg)`` in-process."""
+    from hydra import compose, initialize_config_dir
+
+    from crossmodalnet.utils.config_dir import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=[
+            "callbacks.progress_bar=null", "torch_threads=1", "logger=none", f"paths.output_dir={run_dir}",
+            *overrides])
+
+
 @pytest.fixture(scope="session")
 def trained_ood_run(tmp_path_factory):
     """A real, tiny training run through ``train(cfg)`` (composed Hydra config ``experiment=demo_fast``) with

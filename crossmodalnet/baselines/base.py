@@ -122,9 +122,28 @@ class Baseline(ABC):
         return time_weights
 
     def save(self, path: Path) -> Path:
-        """Persist the fitted model (joblib); returns the path written."""
-        joblib.dump(self, path)
-        return Path(path)
+        """Persist the fitted model (joblib, written whole then renamed); returns the path written."""
+        from crossmodalnet.utils.atomic import atomic_write
+
+        return atomic_write(path, lambda f: joblib.dump(self, f), binary=True)
+
+    @classmethod
+    def from_saved(cls, path: Path, manifest: Any = None, map_location: str = "cpu") -> "Baseline":
+        """The baseline saved at ``path`` by :meth:`save`; the manifest (crossmodalnet.inference.manifest) names
+        its genes, proteins and preprocessing."""
+        from crossmodalnet.errors import DataError
+
+        try:
+            model = joblib.load(path)
+        except Exception as err:  # pickle/joblib raise many types for a foreign or broken file
+            raise DataError(f"cannot load {path} as a saved {cls.__name__}: {err}") from None
+        if not isinstance(model, cls):
+            raise DataError(f"{path} holds a {type(model).__name__}, not the {cls.__name__} its manifest names")
+        if manifest is not None:
+            model.gene_names, model.protein_names = manifest.gene_names, manifest.protein_names
+            model.preprocessing = manifest.preprocessing
+            model.conformal = manifest.calibration
+        return model
 
     def params(self) -> dict[str, Any]:
         """Hyperparameters actually used (after any search), for metrics.json."""

@@ -25,7 +25,6 @@ import io
 import logging
 import os
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import anndata as ad
@@ -80,6 +79,7 @@ class ScipennBaseline(Baseline):
         obs = pd.DataFrame(index=[f"cell{i}" for i in range(n)])
         names = list(self.gene_names or [f"g{i}" for i in range(self.n_genes)])
         names += [f"time_feature_{i}" for i in range(x.shape[1] - self.n_genes)]
+        self.n_inputs_ = int(x.shape[1])  # genes + time features: the network's input width, to rebuild it
         genes = ad.AnnData(as_dense(x), obs=obs.copy(), var=pd.DataFrame(index=names))
         proteins = ad.AnnData(y.astype(np.float32), obs=obs.copy(),
                               var=pd.DataFrame(index=self.protein_names or [f"p{i}" for i in range(y.shape[1])]))
@@ -123,11 +123,35 @@ class ScipennBaseline(Baseline):
         point = out[0] if isinstance(out, (tuple, list)) else out
         return point.cpu().numpy() * self.protein_std_ + self.protein_mean_
 
-    def save(self, path: Path) -> Path:
-        path = Path(path).with_suffix(".pt")
-        torch.save({"state_dict": self.api.model.state_dict(), "protein_mean": self.protein_mean_,
-                    "protein_std": self.protein_std_}, path)
-        return path
+    # -- saving: the network's weights and shape, not sciPENN's API object (it holds the training data loaders) ----
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        api = state.pop("api", None)
+        if api is not None:
+            model = api.model
+            state["network_state_"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        weights = state.pop("network_state_", None)
+        self.__dict__.update(state)
+        self.api = None
+        if weights is not None:
+            self.api = _rebuilt_api(weights, int(self.n_inputs_), int(self.n_proteins), self.quantiles)
 
     def params(self) -> dict[str, Any]:
         return {"epochs": float(getattr(self, "epochs_", 0))}
+
+
+def _rebuilt_api(weights: dict, n_inputs: int, n_proteins: int, quantiles: list[float]):
+    """sciPENN's network with saved weights, behind the two attributes prediction reads (``model``, ``device``)."""
+    from types import SimpleNamespace
+
+    from sciPENN.Network.Losses import mse_quantile, no_loss
+    from sciPENN.Network.Model import sciPENN_Model
+
+    device = torch.device("cpu")
+    model = sciPENN_Model(n_inputs, n_proteins, no_loss(device), mse_quantile(device, quantiles), quantiles, None)
+    model.load_state_dict(weights)
+    model.eval()
+    return SimpleNamespace(model=model, device=device)

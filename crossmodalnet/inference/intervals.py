@@ -13,8 +13,8 @@ or another lab's file) is a distribution shift and its coverage must be measured
 reports it for ``data.holdout_time`` runs). With few validation cells the quantiles are noisy: the coverage
 of one calibration draw is Beta(k, n + 1 - k) distributed, sd about sqrt(level (1 - level) / n).
 
-The calibration is stored in the checkpoint (key :data:`CHECKPOINT_KEY`) and as ``calibration.npz`` in the run
-dir; :func:`crossmodalnet.inference.predict.predict` applies it with ``interval=0.9`` as ``layers["lower"]`` and
+The calibration is stored in the saved model's manifest (crossmodalnet.inference.manifest) and as
+``calibration.npz`` in the run dir; :func:`crossmodalnet.inference.predict.predict` applies it with ``interval=0.9`` as ``layers["lower"]`` and
 ``layers["upper"]``.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 
 log = logging.getLogger("crossmodalnet")
 
-from crossmodalnet.models.base import CONFORMAL_KEY as CHECKPOINT_KEY  # noqa: E402
+from crossmodalnet.inference.split_predictions import predict_split  # noqa: E402
 FILE_NAME = "calibration.npz"
 METHODS = ("absolute", "scaled")
 
@@ -190,24 +190,6 @@ def coverage_metrics(cal: ConformalCalibration, pred: np.ndarray, target: np.nda
 
 
 # -- with a trained model and its data module ------------------------------------------------------------------
-def predict_split(model, dm, split: str) -> np.ndarray:
-    """Predictions (cells x proteins) of a Lightning model or a fit/predict baseline for one split."""
-    if hasattr(model, "predict") and not hasattr(model, "training_step"):  # a Baseline
-        return np.asarray(model.predict(dm.model_input(split)), dtype=np.float64)  # genes or SVD scores
-    import torch
-
-    was_training = model.training
-    model.eval()
-    preds = []
-    try:
-        with torch.inference_mode():
-            for batch in dm.loader(dm.datasets[split], shuffle=False):
-                preds.append(model(batch["x"], batch["time_weights"]).double().numpy())
-    finally:
-        model.train(was_training)
-    return np.concatenate(preds) if preds else np.zeros((0, dm.n_proteins))
-
-
 def fit_and_score(model, dm, settings: dict | None = None) -> tuple[ConformalCalibration | None, dict[str, float]]:
     """Calibrate on the validation cells and score ``settings["level"]`` intervals on the test cells.
 
@@ -242,21 +224,8 @@ def fit_and_score(model, dm, settings: dict | None = None) -> tuple[ConformalCal
     return cal, metrics
 
 
-def save_to_checkpoint(checkpoint: str | Path, cal: ConformalCalibration) -> None:
-    """Add the calibration to a Lightning checkpoint already on disk (it is fitted after training ends)."""
-    import torch
-
-    path = Path(checkpoint)
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    ckpt[CHECKPOINT_KEY] = cal.to_dict()
-    tmp = path.with_name(path.name + ".tmp")  # written whole, then renamed: never a half-written checkpoint
-    torch.save(ckpt, str(tmp))
-    tmp.replace(path)
-
-
 def find_calibration(model) -> ConformalCalibration | None:
-    """The model's calibration: attached when its checkpoint was loaded, else ``calibration.npz`` in the run dir
-    of its checkpoint/model file (``<run>/checkpoints/x.ckpt`` -> ``<run>/calibration.npz``)."""
+    """The model's calibration: from its saved model's manifest, else ``calibration.npz`` in its run dir."""
     cal = getattr(model, "conformal", None)
     if isinstance(cal, ConformalCalibration):
         return cal

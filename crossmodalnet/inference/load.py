@@ -10,82 +10,94 @@ from types import SimpleNamespace
 from typing import Any
 
 from crossmodalnet.errors import DataError
+from crossmodalnet.inference.manifest import (BASELINE_WEIGHTS, LIGHTNING_WEIGHTS, MANIFEST_FILE, MODEL_DIR,
+                                              Manifest, package_version)
 
-MODEL_SUFFIXES = (".ckpt", ".joblib")
-
-
-def find_model_file(run_dir: str | Path) -> Path:
-    """The saved model of a run dir: its best Lightning checkpoint, else a baseline's .joblib."""
+def find_model_dir(run_dir: str | Path) -> Path:
+    """The saved model of a run dir (``<run>/model``), or the folder itself when it is a saved model."""
     folder = Path(run_dir).expanduser()
-    ckpt_dir = folder / "checkpoints"
-    for pattern in ("best*.ckpt", "*.ckpt", "*.joblib"):
-        found = sorted(ckpt_dir.glob(pattern)) or sorted(folder.glob(pattern))
-        if found:
-            return found[-1]
-    present = sorted(p.name for p in (ckpt_dir.iterdir() if ckpt_dir.is_dir() else folder.iterdir()))[:10]
-    raise DataError(f"no saved model in {folder} (looked for checkpoints/best*.ckpt, *.ckpt, *.joblib; found "
+    for candidate in (folder, folder / MODEL_DIR):
+        if (candidate / MANIFEST_FILE).is_file():
+            return candidate
+    if any(folder.glob("checkpoints/*.ckpt")) or any(folder.glob("checkpoints/*.joblib")):
+        raise DataError(f"{folder} has no saved model ({MODEL_DIR}/{MANIFEST_FILE}): it was written by crossmodalnet "
+                        f"0.2.0, or its run did not finish; crossmodalnet {package_version()} loads finished runs "
+                        "(re-train, or predict with crossmodalnet==0.2.0)")
+    present = sorted(p.name for p in folder.iterdir())[:10] if folder.is_dir() else []
+    raise DataError(f"no saved model in {folder} (looked for {MANIFEST_FILE} and {MODEL_DIR}/{MANIFEST_FILE}; found "
                     f"{present})")
 
 
 def resolve_model_path(path: str | Path) -> Path:
-    """A model file from a file or run-dir path, with a one-line error when there is none."""
+    """The saved-model folder for a run dir, a model folder, or a file inside a run (its manifest, the baseline's
+    ``model.joblib``, the run's best training checkpoint); one line when there is none."""
     path = Path(path).expanduser()
     if path.is_dir():
-        return find_model_file(path)
+        return find_model_dir(path)
     if not path.is_file():
-        raise DataError(f"checkpoint not found: {path} (give a run dir, a .ckpt or a baseline's .joblib)")
-    return path
+        raise DataError(f"model not found: {path} (give a run dir, its model/ folder or its best checkpoint)")
+    for folder in (path.parent, path.parent.parent / MODEL_DIR):
+        if (folder / MANIFEST_FILE).is_file():
+            manifest = Manifest.read(folder)
+            if path.suffix == ".ckpt" and manifest.source_checkpoint not in (None, path.name):
+                raise DataError(f"{path} is a training checkpoint, not the run's saved model (that holds "
+                                f"{manifest.source_checkpoint}); pass the run dir {path.parent.parent}")
+            return folder
+    raise DataError(f"{path} has no saved-model manifest beside it ({MODEL_DIR}/{MANIFEST_FILE}): a checkpoint of "
+                    f"crossmodalnet 0.2.0 or of a run that did not finish; crossmodalnet {package_version()} loads "
+                    "finished runs (re-train, or predict with crossmodalnet==0.2.0)")
 
 
 def load_trained(path: str | Path, map_location: str = "cpu"):
-    """The model saved at ``path`` (file or run dir), in eval mode, ready for ``predict``."""
-    file = resolve_model_path(path)
-    if file.suffix == ".joblib":
-        model = _load_baseline(file)
+    """The model saved at ``path`` (run dir, model folder or a file of a run), in eval mode, ready for ``predict``."""
+    folder = resolve_model_path(path)
+    manifest = Manifest.read(folder)
+    cls = manifest.model_type()
+    model = cls.from_saved(folder / manifest.weights, manifest, map_location) if hasattr(cls, "from_saved") else None
+    if model is None:
+        raise DataError(f"{folder}: model class {manifest.model_class} cannot be loaded (no from_saved)")
+    from crossmodalnet.baselines.base import Baseline
+
+    if isinstance(model, Baseline):
+        model = BaselinePredictor(model)
     else:
-        model = _load_lightning(file, map_location)
-    check_model(model, str(file))
-    model.checkpoint_path = str(file)
+        attach_manifest(model, manifest)
+        if not manifest.uses_time:
+            _mark_time_free(model)
+    check_model(model, str(folder))
+    model.checkpoint_path = str(folder)
+    model.manifest = manifest
     return model.eval()
 
 
-def _load_lightning(file: Path, map_location: str):
-    import torch
+def attach_manifest(model: Any, manifest: Manifest) -> None:
+    """Gene and protein names, normalisation, SVD projection and calibration of a saved model, onto the model."""
+    from crossmodalnet.data.projection import GeneProjection
 
-    from crossmodalnet.models.crossmodalnet import CrossmodalNet
-    from crossmodalnet.models.mlp import MLP
-
-    try:
-        ckpt = torch.load(str(file), map_location=map_location, weights_only=False)
-    except Exception as err:  # torch raises many types for a foreign or broken file
-        raise DataError(f"cannot load {file} as a model checkpoint (.ckpt of train(), or a baseline's .joblib): "
-                        f"{err}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise DataError(f"{file} is not a Lightning checkpoint (no state_dict); use a file written by train()")
-    hparams = ckpt.get("hyper_parameters", {}) or {}
-    is_mlp = not any(k.startswith("network.time_embedding") for k in ckpt["state_dict"]) and "loss" in hparams
-    cls = MLP if is_mlp else CrossmodalNet
-    try:
-        model = cls.load_from_checkpoint(str(file), map_location=map_location, weights_only=False)
-    except Exception as err:  # a checkpoint of another model or version
-        raise DataError(f"cannot load {file} as a {cls.__name__} checkpoint: {err}") from None
-    if is_mlp:
-        _mark_time_free(model)
-    return model
+    model.gene_names, model.protein_names = manifest.gene_names, manifest.protein_names
+    model.preprocessing = manifest.preprocessing
+    model.projection = GeneProjection.from_dict(manifest.projection)
+    model.conformal = manifest.calibration
 
 
-def _load_baseline(file: Path):
-    import joblib
-
+def save_model(model: Any, folder: str | Path, source_checkpoint: str | None = None) -> Path:
+    """Write the saved model of a finished run: weights and the manifest, once (see
+    :mod:`crossmodalnet.inference.manifest`). Returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     from crossmodalnet.baselines.base import Baseline
 
-    try:
-        baseline = joblib.load(file)
-    except Exception as err:  # pickle/joblib raise many types for a foreign or broken file
-        raise DataError(f"cannot load {file} as a baseline model (.joblib): {err}") from None
-    if not isinstance(baseline, Baseline):
-        raise DataError(f"{file} holds a {type(baseline).__name__}, not a baseline saved by train()")
-    return BaselinePredictor(baseline)
+    if isinstance(model, Baseline):
+        weights = model.save(folder / BASELINE_WEIGHTS).name
+    else:
+        import torch
+
+        from crossmodalnet.utils.atomic import atomic_write
+
+        atomic_write(folder / LIGHTNING_WEIGHTS, lambda f: torch.save(model.state_dict(), f), binary=True)
+        weights = LIGHTNING_WEIGHTS
+    Manifest.of(model, weights, source_checkpoint).write(folder)
+    return folder
 
 
 def _mark_time_free(model) -> None:
@@ -104,7 +116,10 @@ class BaselinePredictor:
         self.baseline = baseline
         self.training = False
         self.network = SimpleNamespace(n_genes=baseline.n_genes, n_proteins=baseline.n_proteins)
-        _mark_time_free(self)
+        if getattr(baseline, "uses_time", False):  # model.time_features: the time is an input, over these times
+            self.time_axis, self.uses_time = baseline.time_axis, True
+        else:
+            _mark_time_free(self)
 
     def __getattr__(self, name: str) -> Any:  # gene_names, protein_names, preprocessing, projection, ...
         if name == "baseline":
@@ -126,6 +141,9 @@ class BaselinePredictor:
         import torch
 
         values = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+        if time_weights is not None and getattr(self.baseline, "uses_time", False):
+            weights = time_weights.numpy() if hasattr(time_weights, "numpy") else np.asarray(time_weights)
+            return torch.from_numpy(self.baseline.predict(values, weights))
         return torch.from_numpy(self.baseline.predict(values))
 
 

@@ -6,13 +6,15 @@ carries gene names and order, protein names and the RNA normalisation, so a new 
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import lightning as L
 import torch
 
 from crossmodalnet.reporting.metrics import regression_metrics
 
 CHECKPOINT_KEY = "crossmodalnet"
-CONFORMAL_KEY = "crossmodalnet_conformal"  # prediction-interval calibration (crossmodalnet.inference.intervals)
 
 
 class ProteinRegressor(L.LightningModule):
@@ -54,7 +56,16 @@ class ProteinRegressor(L.LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self(batch["x"], batch["time_weights"])
 
-    # -- checkpoint metadata -----------------------------------------------------------------------------------------
+    # -- the saved model (crossmodalnet.inference.manifest) ------------------------------------------------------------
+    @classmethod
+    def from_saved(cls, weights: str | Path, manifest: Any, map_location: str = "cpu") -> "ProteinRegressor":
+        """A model rebuilt from its manifest's hyperparameters and the saved weights (a plain state dict)."""
+        model = cls(**manifest.hyper_parameters)
+        state = torch.load(str(weights), map_location=map_location, weights_only=True)
+        model.load_state_dict(state)
+        return model
+
+    # -- checkpoint metadata (training state, for resuming) -----------------------------------------------------------------------------------------
     def checkpoint_metadata(self) -> dict:
         projection = getattr(self, "projection", None)
         return {"gene_names": self.gene_names, "protein_names": self.protein_names,
@@ -63,9 +74,6 @@ class ProteinRegressor(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = self.checkpoint_metadata()
-        if self.conformal is not None:  # fitted after training; kept when the model is saved again
-            conformal = self.conformal
-            checkpoint[CONFORMAL_KEY] = conformal if isinstance(conformal, dict) else conformal.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         meta = checkpoint.get(CHECKPOINT_KEY, {})
@@ -75,7 +83,6 @@ class ProteinRegressor(L.LightningModule):
         from crossmodalnet.data.projection import GeneProjection
 
         self.projection = GeneProjection.from_dict(meta.get("projection"))
-        self.conformal = checkpoint.get(CONFORMAL_KEY)
 
 
 def adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
