@@ -47,11 +47,16 @@ def png_text(path: Path) -> str:
 
 
 def test_training_run_writes_its_figures(trained_ood_run):
-    """Days 2 and 4 learned, day 3 held out: no time-embedding PCA (two learned rows span one direction), no
-    accuracy-by-time (one test day); the rest name what they show."""
+    """Days 2 and 4 learned, day 3 held out: no time-embedding PCA (two learned rows span one direction), so the
+    time effects per protein are drawn alone (time_effects.png, day 3 interpolated); no accuracy-by-time (one test
+    day); the rest name what they show."""
     run_dir = trained_ood_run[0]
     names = sorted(p.name for p in (run_dir / "plots").glob("*.png"))
-    assert names == ["measured_vs_predicted.png", "pearson_per_protein.png", "training_curves.png"]
+    assert names == ["measured_vs_predicted.png", "pearson_per_protein.png", "time_effects.png",
+                     "training_curves.png"]
+    effects = png_text(run_dir / "plots" / "time_effects.png")
+    assert "Learned time effect" in effects and "True time effect (simulator)" in effects
+    assert "(i) interpolated" in effects
     for name in names:
         assert_png(run_dir / "plots" / name)
     scatter = png_text(run_dir / "plots" / "measured_vs_predicted.png")

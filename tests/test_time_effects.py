@@ -131,3 +131,32 @@ def test_score_matches_times_by_value_and_scores_unseen_times_across_proteins():
     assert s["time_effects/n_times"] == 3
     # centred on the learned times (0 and 2): at day 1 the learned and true effects are a multiple of each other
     assert s["time_effects/at_day_1/pearson_across_proteins"] == pytest.approx(1.0)
+
+
+def _says(path) -> str:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.text.get("Description", "")
+
+
+def test_time_effect_figure_states_the_agreement_with_the_truth(tmp_path):
+    from crossmodalnet.reporting.figures import plot_time_embedding
+
+    truth = pd.DataFrame([[-1.0, 0.0, 1.0], [1.0, 0.0, -1.0]], index=["a", "b"], columns=["0", "1", "2"])
+    learned = 2.0 * truth  # twice the true size: r = 1, slope = 2
+    path = plot_time_embedding(None, tmp_path / "te.png", effects=learned, truth=truth,
+                               kinds={"0": "learned", "1": "interpolated", "2": "learned"})
+    text = _says(path)
+    assert "learned vs true: r = 1.00, slope = 2.00" in text
+    assert "(i) interpolated" in text
+    with pytest.raises(ValueError, match="needs a PCA table or time effects"):
+        plot_time_embedding(None, tmp_path / "none.png")
+
+
+def test_nlc_curve_figure(tmp_path):
+    from crossmodalnet.reporting.figures import plot_nlc_curve
+
+    text = _says(plot_nlc_curve(tmp_path / "s1.png"))
+    assert "r = 0: 0.693" in text and "r = 0.5: 0.288" in text  # -log(1/2), -log(3/4)
+    assert "-log(eps) = 13.8" in text

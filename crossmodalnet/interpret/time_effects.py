@@ -47,8 +47,15 @@ def _times(model, times: Iterable[Any] | None) -> list[Any]:
     return out
 
 
+def has_time_input(model) -> bool:
+    """A network that takes the time (CrossmodalNet, whatever its time encoding); not an MLP or a fit/predict
+    baseline."""
+    return (isinstance(model, torch.nn.Module) and getattr(model, "uses_time", True)
+            and getattr(model, "time_axis", None) is not None)
+
+
 def _check_model(model) -> None:
-    if not getattr(model, "uses_time", True) or getattr(model, "time_axis", None) is None:
+    if not has_time_input(model):
         raise DataError(f"{type(model).__name__} has no time input: it has no time effect to report")
 
 
@@ -190,10 +197,11 @@ def score_time_effects(learned: pd.DataFrame, truth: pd.DataFrame, prefix: str =
 
     Each table is centred per protein on its own mean over the learned times (whatever reference the learned table
     was computed against), so a constant offset per protein never counts: only how the effect changes with time. Returns ``{prefix}pearson_overall`` (over every
-    protein x time entry), and with three or more times ``{prefix}pearson_protein_mean`` / ``_median`` (per protein,
+    protein x time entry), ``{prefix}slope`` (least squares of learned on true: 1 = the true size), ``{prefix}rmse``
+    beside ``{prefix}true_rms`` (the error of predicting no time effect), and with three or more times ``{prefix}pearson_protein_mean`` / ``_median`` (per protein,
     Pearson across times, over proteins whose true effect varies), ``{prefix}n_proteins_scored``, ``{prefix}n_times``.
     """
-    truth = _matched_columns(truth, learned.columns)
+    truth = match_times(truth, learned.columns)
     times = [c for c in learned.columns if c in set(truth.columns)]
     proteins = [p for p in learned.index if p in set(truth.index)]
     if len(times) < 2 or not proteins:
@@ -203,6 +211,11 @@ def score_time_effects(learned: pd.DataFrame, truth: pd.DataFrame, prefix: str =
     a = _centre(learned.loc[proteins, times], kinds).to_numpy(np.float64)
     b = _centre(truth.loc[proteins, times], kinds).to_numpy(np.float64)
     out = {f"{prefix}n_times": float(len(times)), f"{prefix}pearson_overall": _pearson(a.ravel(), b.ravel())}
+    # the size as well as the shape: least-squares slope of learned on true (1 = the full true effect, 0 = none)
+    # and the root mean square error, both over every protein x time entry
+    out[f"{prefix}slope"] = float((a * b).sum() / (b * b).sum()) if (b * b).sum() > 0 else float("nan")
+    out[f"{prefix}rmse"] = float(np.sqrt(np.mean((a - b) ** 2)))
+    out[f"{prefix}true_rms"] = float(np.sqrt(np.mean(b ** 2)))
     for j, t in enumerate(times):  # an unseen time: does the model shift each protein the right way there?
         if kinds is not None and kinds.get(t, "learned") != "learned":
             out[f"{prefix}at_{_key(t)}/pearson_across_proteins"] = _pearson(a[:, j], b[:, j])
@@ -217,7 +230,7 @@ def score_time_effects(learned: pd.DataFrame, truth: pd.DataFrame, prefix: str =
     return {k: v for k, v in out.items() if np.isfinite(v)}
 
 
-def _matched_columns(truth: pd.DataFrame, labels: Iterable[Any]) -> pd.DataFrame:
+def match_times(truth: pd.DataFrame, labels: Iterable[Any]) -> pd.DataFrame:
     """``truth`` with columns renamed to the matching ``labels`` (same text, or the same number: 3.0 = "3")."""
     from crossmodalnet.data.timepoints import time_value
 
@@ -270,8 +283,7 @@ def run_time_effects(model, dm, run_dir=None, split: str = "train", max_cells: i
     scored against the simulator's truth when it exists (``time_effects/...``), else empty."""
     from crossmodalnet.data.timepoints import TimeError
 
-    if not getattr(model, "uses_time", True) or getattr(model, "time_axis", None) is None \
-            or model.time_axis.n_times < 2:
+    if not has_time_input(model) or model.time_axis.n_times < 2:
         return None, {}, None
     axis = model.time_axis
     truth = true_time_effects(dm.adata)
@@ -298,9 +310,33 @@ def run_time_effects(model, dm, run_dir=None, split: str = "train", max_cells: i
     if run_dir is not None:
         from pathlib import Path
 
-        effects.to_csv(Path(run_dir) / "time_effects.csv")
+        if Path(run_dir).is_dir():
+            effects.to_csv(Path(run_dir) / "time_effects.csv")
     metrics = score_time_effects(effects, truth) if truth is not None else {}
     return effects, metrics, truth
+
+
+def read_time_effects(path, axis=None) -> pd.DataFrame | None:
+    """A run's ``time_effects.csv`` (proteins x times) with ``attrs["kind"]`` per time when ``axis`` (the model's
+    TimeAxis) is given; None when the file does not exist."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, index_col=0)
+    frame.index = frame.index.map(str)
+    frame.columns = frame.columns.map(str)
+    frame.attrs = {"kind": {c: time_kind(axis, _plain_label(c, axis)) for c in frame.columns} if axis else {}}
+    return frame
+
+
+def _plain_label(column: str, axis) -> Any:
+    """The axis label a CSV column stands for (columns are written as text: "3" for the learned time 3)."""
+    for label in axis.labels:
+        if str(label) == column:
+            return label
+    return column
 
 
 def _same_time(a: Any, b: Any) -> bool:

@@ -199,28 +199,99 @@ def plot_accuracy_by_time(per_cell: pd.DataFrame, path: str | Path, time_label: 
     return _save(fig, path)
 
 
-def plot_time_embedding(pca: pd.DataFrame, path: str | Path, title: str = "Learned time embedding (PCA)") -> Path:
+def plot_time_embedding(pca: pd.DataFrame | None, path: str | Path, title: str = "Learned time embedding (PCA)",
+                        effects: pd.DataFrame | None = None, truth: pd.DataFrame | None = None,
+                        kinds: dict[str, str] | None = None, top: int = 20) -> Path:
     """Figure S2: the learned time vectors in PC1/PC2, each point labelled by its time (interpolated unseen
     times hollow). With two learned times there is one direction only: the times are drawn along PC1 alone,
-    and the title says so, instead of a PC2 axis at 0%."""
-    ratio = pca.attrs.get("explained_variance_ratio", [np.nan, np.nan])
-    one_dim = bool(np.isfinite(ratio[1]) and ratio[1] < 1e-9)
-    fig, (ax,) = _figure(1, height=2.4 if one_dim else 4.0)
-    for kind, marker, face in (("learned", "o", "#c0392b"), ("interpolated", "o", "none")):
-        part = pca[pca["kind"] == kind]
-        ax.scatter(part["PC1"], part["PC2"], s=70, marker=marker, facecolors=face, edgecolors="#c0392b",
-                   label=kind if len(part) else None)
-        for _, row in part.iterrows():
-            ax.annotate(str(row["time"]), (row["PC1"], row["PC2"]), textcoords="offset points", xytext=(6, 6))
-    ax.set_xlabel(f"PC1 ({100 * ratio[0]:.0f}%)")
-    if one_dim:
-        ax.set_yticks([])
-        title = f"{title}\n{int((pca['kind'] == 'learned').sum())} learned times span one direction (PC1 only)"
-    else:
-        ax.set_ylabel(f"PC2 ({100 * ratio[1]:.0f}%)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(frameon=False, fontsize=8)
-    ax.margins(0.25)
+    and the title says so, instead of a PC2 axis at 0%.
+
+    ``effects`` (proteins x times, crossmodalnet.interpret.time_effects): what the time adds to each protein,
+    drawn beside the PCA as a heatmap of the ``top`` proteins whose effect varies most; ``truth`` (the simulator's
+    true effect, same layout) as a second heatmap on the same colour scale; ``kinds`` marks unseen times
+    (``3 (i)`` interpolated, ``7 (e)`` extrapolated). ``pca=None`` draws the heatmaps alone."""
+    n_heat = 0 if effects is None else 1 + (truth is not None)
+    ncols = (pca is not None) + n_heat
+    if ncols == 0:
+        raise ValueError("plot_time_embedding needs a PCA table or time effects")
+    ratio = pca.attrs.get("explained_variance_ratio", [np.nan, np.nan]) if pca is not None else [np.nan, np.nan]
+    one_dim = bool(pca is not None and np.isfinite(ratio[1]) and ratio[1] < 1e-9)
+    height = 4.0 if n_heat == 0 else max(4.0, 0.22 * min(top, len(effects)) + 1.8)
+    fig, axes = _figure(ncols, height=2.4 if (one_dim and n_heat == 0) else height)
+    if pca is not None:
+        ax = axes[0]
+        for kind, marker, face in (("learned", "o", "#c0392b"), ("interpolated", "o", "none")):
+            part = pca[pca["kind"] == kind]
+            ax.scatter(part["PC1"], part["PC2"], s=70, marker=marker, facecolors=face, edgecolors="#c0392b",
+                       label=kind if len(part) else None)
+            for _, row in part.iterrows():
+                ax.annotate(str(row["time"]), (row["PC1"], row["PC2"]), textcoords="offset points", xytext=(6, 6))
+        ax.set_xlabel(f"PC1 ({100 * ratio[0]:.0f}%)")
+        if one_dim:
+            ax.set_yticks([])
+            title = f"{title}\n{int((pca['kind'] == 'learned').sum())} learned times span one direction (PC1 only)"
+        else:
+            ax.set_ylabel(f"PC2 ({100 * ratio[1]:.0f}%)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(frameon=False, fontsize=8)
+        ax.margins(0.25)
+    if effects is not None:
+        _time_effect_heatmaps(fig, axes[ncols - n_heat:], effects, truth, kinds or {}, top)
+    return _save(fig, path)
+
+
+def _time_effect_heatmaps(fig: Figure, axes, effects: pd.DataFrame, truth: pd.DataFrame | None,
+                          kinds: dict[str, str], top: int) -> None:
+    spread = (effects.max(1) - effects.min(1)).sort_values(ascending=False, kind="stable")
+    rows = list(spread.index[:top])
+    cols = [str(c) for c in effects.columns]
+    learned_cols = [c for c in cols if kinds.get(c, "learned") == "learned"] or cols
+    panels = [("Learned time effect: mean prediction at t\nminus its mean over the learned times",
+               effects.loc[rows].to_numpy(float))]
+    if truth is not None:  # centred like the learned table: on the mean over the learned times
+        shown = truth.reindex(index=rows, columns=cols)
+        shown = shown.sub(shown[learned_cols].mean(1), axis=0)
+        learned, true = panels[0][1], shown.to_numpy(float)
+        ok = np.isfinite(true)
+        slope = float((learned[ok] * true[ok]).sum() / (true[ok] ** 2).sum()) if (true[ok] ** 2).sum() > 0 else np.nan
+        panels.append((f"True time effect (simulator), same centring\nlearned vs true: r = "
+                       f"{_pearson(learned[ok], true[ok]):.2f}, slope = {slope:.2f} (these {len(rows)} proteins)",
+                       true))
+    vmax = max(float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.0 for _, values in panels)
+    vmax = vmax if vmax > 0 else 1.0
+    tag = {"interpolated": " (i)", "extrapolated": " (e)"}
+    labels = [f"{c}{tag.get(kinds.get(c, 'learned'), '')}" for c in cols]
+    for ax, (name, values) in zip(axes, panels):
+        im = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_xticks(range(len(cols)), labels, rotation=45 if len(cols) > 8 else 0, fontsize=8)
+        ax.set_yticks(range(len(rows)), [str(r) for r in rows], fontsize=7)
+        ax.set_xlabel("time ((i) interpolated, (e) extrapolated: not seen in training)"
+                      if any(k != "learned" for k in kinds.values()) else "time", fontsize=9)
+        ax.set_title(name, fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="change in predicted protein")
+    axes[0].set_ylabel(f"top {len(rows)} proteins by the range of the learned effect", fontsize=8)
+
+
+def plot_nlc_curve(path: str | Path, eps: float = 1e-6, n: int = 401) -> Path:
+    """Figure S1: the NLC loss of one cell, -log(max((r + 1) / 2, eps)), against the Pearson correlation r of its
+    predicted and measured proteins. Zero at r = 1, log 2 at r = 0, and steep towards r = -1, where ``eps`` caps it
+    at -log(eps)."""
+    r = np.linspace(-1.0, 1.0, n)
+    loss = -np.log(np.maximum((r + 1.0) / 2.0, eps))
+    fig, (ax,) = _figure(1, width=4.8, height=3.8)
+    ax.plot(r, loss, color="#c0392b", lw=2)
+    for x, dx in ((-0.5, 6), (0.0, 6), (0.5, 6)):
+        y = -np.log((x + 1) / 2)
+        ax.plot([x], [y], "o", color="black", ms=4)
+        ax.annotate(f"r = {x:g}: {y:.3f}", (x, y), textcoords="offset points", xytext=(dx, 8), fontsize=8)
+    ax.set_ylim(0, min(float(loss.max()), 6.0))
+    ax.set_xlim(-1, 1)
+    ax.set_xticks([-1.0, -0.5, 0.0, 0.5, 1.0])
+    ax.set_xlabel("Pearson correlation r of a cell's predicted and measured proteins")
+    ax.set_ylabel("NLC loss  -log(max((r + 1) / 2, eps))")
+    ax.set_title(f"NLC loss across correlations (eps = {eps:g}: at r = -1 the loss\nis capped at "
+                 f"-log(eps) = {-np.log(eps):.1f}, above this axis)", fontsize=9)
+    ax.grid(alpha=0.3)
     return _save(fig, path)
 
 

@@ -122,6 +122,14 @@ def extra_metrics(model, dm: CiteDataModule, cfg) -> dict[str, float]:
         from crossmodalnet.interpret.latent_time import latent_time_metrics
 
         metrics.update(latent_time_metrics(model, dm, seed=int(cfg.get("seed", 0) or 0) if cfg is not None else 0))
+    from omegaconf import OmegaConf
+
+    from crossmodalnet.interpret.time_effects import has_time_input, run_time_effects
+
+    if has_time_input(model):  # what the time adds per protein and time: time_effects.csv, scored on the simulator
+        run_dir = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False) \
+            if OmegaConf.is_config(cfg) else None
+        metrics.update(run_time_effects(model, dm, run_dir, seed=int(cfg.get("seed", 0) or 0) if cfg else 0)[1])
     if dm.holdout_time is not None and has_time_embedding(model):
         metrics.update(time_embedding_comparison(model, dm, "test"))
     # saliency needs a differentiable model (not the scikit-learn / LightGBM baselines)
@@ -182,6 +190,7 @@ def write_run_figures(model, dm: CiteDataModule, run_dir: str | Path, prediction
 
     from crossmodalnet.reporting import figures as plots
     from crossmodalnet.reporting.annotations import cell_type_column
+    from crossmodalnet.interpret.time_effects import has_time_input, match_times, read_time_effects, true_time_effects
     from crossmodalnet.interpret.time_embedding import time_embedding_pca
     from crossmodalnet.reporting.metrics import pearson_per_cell, pearson_per_protein
 
@@ -194,11 +203,19 @@ def write_run_figures(model, dm: CiteDataModule, run_dir: str | Path, prediction
         if dm.splits["val"].n_obs > 1:
             reference = train_mean_baseline(dm, "val").get("val/baseline_train_mean/pearson_cell")
         written.append(plots.plot_training_curves(logs[-1], out_dir / "training_curves.png", reference))
+    pca = None
     if has_time_embedding(model):
         extra = [dm.holdout_time] if dm.holdout_time is not None and model.time_axis.values is not None else []
         if model.time_axis.n_times >= 3:  # two learned rows span one direction: PC2 would be 0%, by construction
-            written.append(plots.plot_time_embedding(time_embedding_pca(model, extra),
-                                                     out_dir / "time_embedding_pca.png"))
+            pca = time_embedding_pca(model, extra)
+    # beside the PCA: what the time adds per protein (time_effects.csv, written by extra_metrics), and the truth
+    effects = read_time_effects(Path(run_dir) / "time_effects.csv", model.time_axis) if has_time_input(model) else None
+    if pca is not None or effects is not None:
+        written.append(plots.plot_time_embedding(
+            pca, out_dir / ("time_embedding_pca.png" if pca is not None else "time_effects.png"), effects=effects,
+            truth=match_times(true_time_effects(dm.adata), effects.columns)
+            if effects is not None and true_time_effects(dm.adata) is not None else None,
+            kinds=effects.attrs.get("kind") if effects is not None else None))
     if predictions is None or predictions.n_obs <= 2:
         return written
     measured = np.asarray(predictions.layers["measured"], dtype=np.float64)
