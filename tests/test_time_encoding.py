@@ -244,3 +244,16 @@ def test_train_py_with_a_continuous_time_encoding(tmp_path, enc, inj, holdout):
     # day 3 (middle): the interpolated time is not "no time"; day 4 (past the learned 2, 3): not the nearest day
     other = "none" if holdout == 3 else "nearest"
     assert m["test/ood_interpolate/mse"] != pytest.approx(m[f"test/ood_{other}/mse"], rel=1e-6)
+
+
+def test_time_parameters_get_their_own_learning_rate():
+    axis = TimeAxis.from_labels(DAYS).to_dict()
+    model = CrossmodalNet(6, 4, time_axis=axis, latent_dim=8, dis_hidden=4, time_encoding="mlp",
+                          time_injection="output", time_lr=0.05)
+    gen = model.configure_optimizers()[0]
+    assert [g["lr"] for g in gen.param_groups] == [1e-3, 0.05]
+    assert {id(p) for p in gen.param_groups[1]["params"]} == {id(p) for p in model.network.time_parameters()}
+    n_all = len(model.network.generator_parameters())
+    assert sum(len(g["params"]) for g in gen.param_groups) == n_all
+    plain = CrossmodalNet(6, 4, time_axis=axis, latent_dim=8, dis_hidden=4).configure_optimizers()[0]
+    assert len(plain.param_groups) == 1   # time_lr=None: one rate, as before

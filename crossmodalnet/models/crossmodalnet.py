@@ -20,7 +20,6 @@ import logging
 from typing import Any
 
 import torch
-from torch import nn
 
 from crossmodalnet.data.timepoints import TimeAxis
 from crossmodalnet.models.losses import (ADVERSARIAL_LOSSES, RECONSTRUCTIONS, adversarial_loss, discriminator_loss,
@@ -29,34 +28,11 @@ from crossmodalnet.models.sync import all_reduce_mean, loss_scale, sync_gradient
 from crossmodalnet.models.finite import check_finite, position
 from crossmodalnet.models.base import ProteinRegressor, adam
 from crossmodalnet.models.gradnorm import GradNorm
+from crossmodalnet.models.generator_gradients import (AutogradGradients, CombinedGradients, PerTaskGradients,
+                                                     TaskGradients, TaskLosses, first_layer_norms)
 from crossmodalnet.models.network import CrossmodalNetwork, first_layer
 
 log = logging.getLogger(__name__)
-
-
-def _dense_t_matmul(delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """delta^T @ x for a dense or sparse x, shape (d, g)."""
-    if x.layout == torch.strided:
-        return delta.t() @ x
-    return (x.t() @ delta).t().contiguous()  # fused Adam needs a gradient laid out like its parameter
-
-
-def _gram(x: torch.Tensor) -> torch.Tensor:
-    return x @ x.t() if x.layout == torch.strided else (x @ x.to_dense().t())
-
-
-def _first_layer_norms(x: torch.Tensor, deltas: list[torch.Tensor]) -> torch.Tensor:
-    """||delta_i^T X||_F for each task (the first layer's weight gradient), the cheaper of two ways.
-
-    With b cells, g inputs and d first-layer units: explicit products cost 2 d b g multiply-adds; the Gram form,
-    ||delta^T X||^2 = sum((delta delta^T) * (X X^T)), costs b^2 g + 2 b^2 d. Genes (g in the thousands) take the
-    Gram form; a few hundred SVD components the explicit one."""
-    b, g = x.shape
-    d = deltas[0].shape[1]
-    if b * g + 2 * b * d < 2 * d * g:
-        gram = _gram(x)
-        return torch.stack([((t @ t.t()) * gram).sum().clamp_min(0).sqrt() for t in deltas])
-    return torch.stack([_dense_t_matmul(t, x).norm() for t in deltas])
 
 
 class CrossmodalNet(ProteinRegressor):
@@ -98,6 +74,7 @@ class CrossmodalNet(ProteinRegressor):
         time_frequencies: int = 3,
         time_hidden: int = 16,
         time_degree: int = 2,
+        time_lr: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -137,7 +114,15 @@ class CrossmodalNet(ProteinRegressor):
     # -- optimisers ------------------------------------------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
-        gen = adam(self.network.generator_parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        params = self.network.generator_parameters()
+        time_lr = hp.get("time_lr")
+        if time_lr is not None and time_lr != hp.lr:
+            # the time terms start at zero and must reach O(1) per-protein offsets and gains: at the network's
+            # rate (Adam moves each entry ~lr per step) that takes hundreds of steps on a few thousand cells
+            time_ids = {id(p) for p in self.network.time_parameters()}
+            params = [{"params": [p for p in params if id(p) not in time_ids]},
+                      {"params": self.network.time_parameters(), "lr": float(time_lr)}]
+        gen = adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
         dis = adam(self.network.discriminator.parameters(), lr=hp.dis_lr, weight_decay=hp.dis_weight_decay)
         weights = adam(self.gradnorm.parameters(), lr=hp.gradnorm_lr)
         return [gen, dis, weights]
@@ -181,7 +166,7 @@ class CrossmodalNet(ProteinRegressor):
         ce, penalty = all_reduce_mean(self, [ce.detach(), penalty.detach()])
         self._accumulate({"train/dis_ce": ce, "train/dis_penalty": penalty}, batch["y"].shape[0])
 
-    def task_losses(self, h: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def task_losses(self, h: torch.Tensor, batch: dict[str, torch.Tensor]) -> TaskLosses:
         """From the first layer's output h: GradNorm's two task losses (NLC and the second task: Fader, or the
         reconstruction alone when the adversary sits outside GradNorm), the fixed-weight adversarial term where
         it sits outside (``extra``), the reconstruction and adversarial values for logging, and the predictions."""
@@ -199,39 +184,36 @@ class CrossmodalNet(ProteinRegressor):
                 second = recon + hp.dis_lambda * adv
             else:
                 extra = hp.dis_lambda * adv
-        return {"nlc": nlc, "second": second, "extra": extra, "recon": recon, "adv": adv, "pred": pred}
+        return TaskLosses(nlc=nlc, second=second, extra=extra, recon=recon, adv=adv, pred=pred)
 
-    def task_gradients(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """GradNorm's norms ||dL_i/dW|| at MLP1's first layer and the network gradient of the weighted loss.
+    @property
+    def second_task(self) -> str:
+        """Name of GradNorm's second task in logs: the Fader loss when the adversary is inside it, else the
+        reconstruction (``train/w_fader`` or ``train/w_recon``)."""
+        return "fader" if self.hparams.adversary_in_gradnorm and self.use_adversary else "recon"
 
-        One process: each task's gradient is taken at the first layer's output h only (a backward to an input
-        skips every weight gradient), then one full backward of ``w1 * NLC + w2 * second (+ extra)`` gives every
-        parameter's gradient: the arithmetic of two full backward passes, not three. Data-parallel runs take the
-        per-task path, whose gradients are averaged over ranks before the norms (``_reduce_task_gradients``)."""
+    def task_gradients(self, batch: dict[str, torch.Tensor]) -> TaskGradients:
+        """GradNorm's norms ||dL_i/dW|| at MLP1's first layer and the network gradient of the weighted loss
+        (crossmodalnet.models.generator_gradients: one class per way of computing them)."""
         if self.hparams.gradnorm_mode == "autograd":
-            return self._task_gradients_autograd(batch)
+            return self._autograd_gradients(batch)
         if world_size(self) > 1:
-            return self._task_gradients_per_task(batch)
-        x, h, terms, upper = self._from_first_layer(batch)
-        d_nlc = torch.autograd.grad(terms["nlc"], h, retain_graph=True)[0]
-        d_second = torch.autograd.grad(terms["second"], h, retain_graph=True)[0]
+            return self._per_task_gradients(batch)
+        x, h, losses, upper = self._from_first_layer(batch)
+        d_nlc = torch.autograd.grad(losses.nlc, h, retain_graph=True)[0]
+        d_second = torch.autograd.grad(losses.second, h, retain_graph=True)[0]
         w1, w2 = self.gradnorm.weights.detach().clone()  # the pre-update weights generator_step applies
-        total = w1 * terms["nlc"] + w2 * terms["second"]
-        if terms["extra"] is not None:
-            total = total + terms["extra"]
-        grads = torch.autograd.grad(total, [h, *upper], allow_unused=True)
-        return {"terms": terms, "norms": _first_layer_norms(x, [d_nlc, d_second]), "x": x, "combined": True,
-                "delta": grads[0], "upper": upper, "upper_grad": list(grads[1:])}
+        grads = torch.autograd.grad(losses.weighted(w1, w2), [h, *upper], allow_unused=True)
+        return CombinedGradients(losses, first_layer_norms(x, [d_nlc, d_second]), x=x, delta=grads[0],
+                                 upper=upper, upper_grad=list(grads[1:]))
 
-    def _task_gradients_per_task(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Every task's gradient of every generator parameter, for ``_reduce_task_gradients`` to average over
-        ranks (data-parallel runs) before GradNorm takes the norms."""
-        x, h, terms, upper = self._from_first_layer(batch)
-        losses = [terms["nlc"], terms["second"]] + ([terms["extra"]] if terms["extra"] is not None else [])
-        grads = [torch.autograd.grad(loss, [h, *upper], retain_graph=i < len(losses) - 1, allow_unused=True)
-                 for i, loss in enumerate(losses)]
-        return {"terms": terms, "x": x, "deltas": [g[0] for g in grads], "upper": upper,
-                "upper_grads": [g[1:] for g in grads]}
+    def _per_task_gradients(self, batch: dict[str, torch.Tensor]) -> PerTaskGradients:
+        x, h, losses, upper = self._from_first_layer(batch)
+        terms = losses.differentiated()
+        grads = [torch.autograd.grad(loss, [h, *upper], retain_graph=i < len(terms) - 1, allow_unused=True)
+                 for i, loss in enumerate(terms)]
+        return PerTaskGradients(losses, None, x=x, deltas=[g[0] for g in grads], upper=upper,
+                                upper_grads=[list(g[1:]) for g in grads])
 
     def _from_first_layer(self, batch: dict[str, torch.Tensor]):
         """The batch, the first layer's output h (a leaf: gradients are taken there, the first layer's own come
@@ -240,103 +222,52 @@ class CrossmodalNet(ProteinRegressor):
         with torch.no_grad():
             h = first_layer(x, net.input_layer)
         h.requires_grad_(True)
-        terms = self._scaled(self.task_losses(h, batch), batch)
+        losses = self.task_losses(h, batch).scaled(loss_scale(self, batch["y"].shape[0]))
         upper = [*net.encoder_rest.parameters(), *net.time_parameters(), *net.decoder.parameters()]
-        return x, h, terms, upper
+        return x, h, losses, upper
 
-    def _task_gradients_autograd(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def _autograd_gradients(self, batch: dict[str, torch.Tensor]) -> AutogradGradients:
         net = self.network
         h = first_layer(batch["x"], net.input_layer)
-        terms = self._scaled(self.task_losses(h, batch), batch)
+        losses = self.task_losses(h, batch).scaled(loss_scale(self, batch["y"].shape[0]))
         params = net.generator_parameters()
-        losses = [terms["nlc"], terms["second"]] + ([terms["extra"]] if terms["extra"] is not None else [])
-        grads = [torch.autograd.grad(loss, params, retain_graph=i < len(losses) - 1, allow_unused=True)
-                 for i, loss in enumerate(losses)]
-        norms = torch.stack([grads[0][0].norm(), grads[1][0].norm()])
-        return {"terms": terms, "norms": norms, "params": params, "grads": grads}
-
-    # -- data parallelism (crossmodalnet.training.distributed; nothing happens on one process) ------------------------------
-    def _scaled(self, terms: dict[str, Any], batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Loss terms times this rank's share of the global batch (``world * n_rank / n_global``), so that the mean
-        over ranks of losses and gradients is the one-process value on the global batch."""
-        scale = loss_scale(self, batch["y"].shape[0])
-        if scale == 1.0:
-            return terms
-        return {k: (v * scale if isinstance(v, torch.Tensor) and k != "pred" else v) for k, v in terms.items()}
-
-    def _reduce_task_gradients(self, tg: dict[str, Any]) -> dict[str, Any]:
-        """Data-parallel: every per-task gradient and loss averaged over ranks (one collective) *before* GradNorm
-        takes norms. The fast path's Gram trick cannot combine ranks, so it gets each task's explicit first-layer
-        gradient (delta_i^T X) and bias gradient here."""
-        terms = dict(tg["terms"])
-        names = [k for k in ("nlc", "second", "extra", "recon", "adv") if terms.get(k) is not None]
-
-        def dense(task_grads, params):
-            return [torch.zeros_like(p) if g is None else g for g, p in zip(task_grads, params)]
-
-        if "params" in tg:
-            tasks = [dense(g, tg["params"]) for g in tg["grads"]]
-            flat = [g for task in tasks for g in task]
-        else:
-            tasks = [dense(g, tg["upper"]) for g in tg["upper_grads"]]
-            flat = ([_dense_t_matmul(d, tg["x"]) for d in tg["deltas"]] + [d.sum(0) for d in tg["deltas"]]
-                    + [g for task in tasks for g in task])
-        reduced = all_reduce_mean(self, flat + [terms[k].detach() for k in names])
-        terms.update(zip(names, reduced[len(flat):]))
-        n, k = len(tasks), len(tasks[0])
-        out = {**tg, "terms": terms}
-        if "params" in tg:
-            out["grads"] = [reduced[i * k:(i + 1) * k] for i in range(n)]
-            out["norms"] = torch.stack([out["grads"][0][0].norm(), out["grads"][1][0].norm()])
-        else:
-            out["first"], out["bias"] = reduced[:n], reduced[n:2 * n]
-            out["upper_grads"] = [reduced[2 * n + i * k:2 * n + (i + 1) * k] for i in range(n)]
-            out["norms"] = torch.stack([out["first"][0].norm(), out["first"][1].norm()])
-        return out
+        terms = losses.differentiated()
+        grads = [list(torch.autograd.grad(loss, params, retain_graph=i < len(terms) - 1, allow_unused=True))
+                 for i, loss in enumerate(terms)]
+        return AutogradGradients(losses, torch.stack([grads[0][0].norm(), grads[1][0].norm()]), params=params,
+                                 grads=grads)
 
     def generator_step(self, batch: dict[str, torch.Tensor], gen_opt, weight_opt) -> None:
         tg = self.task_gradients(batch)
-        if world_size(self) > 1:
-            tg = self._reduce_task_gradients(tg)
-        terms = tg["terms"]
-        nlc, second = terms["nlc"], terms["second"]
+        if world_size(self) > 1:  # data-parallel: per-task gradients and losses averaged over ranks
+            tg = tg.reduced(self)
+        losses = tg.losses
+        nlc, second = losses.nlc, losses.second
         w1, w2 = self.gradnorm.weights.detach().clone()  # a copy: the weights are updated in place below
         coefs = [w1, w2, torch.ones_like(w1)]   # the fixed-weight adversarial term (if any) has weight 1
         # GradNorm: closed-form gradient of L_G w.r.t. (w1, w2), from the pre-update network
-        gn = self.gradnorm.weight_gradient(torch.stack([nlc.detach(), second.detach()]), tg["norms"])
-        checked = {"NLC": nlc, "Fader" if self.hparams.adversary_in_gradnorm else "reconstruction": second,
+        gn = self.gradnorm.weight_gradient(torch.stack([nlc.detach(), second.detach()]), tg.norms)
+        checked = {"NLC": nlc, "Fader" if self.second_task == "fader" else "reconstruction": second,
                    "GradNorm": gn["loss"]}
-        if terms["adv"] is not None:
-            checked["adversarial"] = terms["adv"]
+        if losses.adv is not None:
+            checked["adversarial"] = losses.adv
         check_finite(checked, *position(self))
         # network gradients of the weighted loss w1 * NLC + w2 * second (+ extra) alone
         gen_opt.zero_grad(set_to_none=True)
-        if "params" in tg:
-            for i, p in enumerate(tg["params"]):
-                p.grad = _combine(coefs, [g[i] for g in tg["grads"]], p)
-        elif tg.get("combined"):  # one process: the weighted loss's gradients, from one backward
-            layer = self.network.input_layer
-            layer.weight.grad = _dense_t_matmul(tg["delta"], tg["x"])
-            layer.bias.grad = tg["delta"].sum(0)
-            for p, g in zip(tg["upper"], tg["upper_grad"]):
-                p.grad = torch.zeros_like(p) if g is None else g.contiguous()
-        else:  # data-parallel: explicit per-task gradients, already averaged over ranks
-            layer = self.network.input_layer
-            layer.weight.grad = _combine(coefs, tg["first"], layer.weight)
-            layer.bias.grad = _combine(coefs, tg["bias"], layer.bias)
-            for i, p in enumerate(tg["upper"]):
-                p.grad = _combine(coefs, [g[i] for g in tg["upper_grads"]], p)
+        tg.apply(coefs, self.network)
         weight_opt.zero_grad(set_to_none=True)
         self.gradnorm.weights.grad = gn["grad"]
         weight_opt.step()
         gen_opt.step()
         self.gradnorm.renormalise()
-        extra = terms["extra"].detach() if terms["extra"] is not None else 0.0
+        extra = losses.extra.detach() if losses.extra is not None else 0.0
         logged = {"train/loss": w1 * nlc.detach() + w2 * second.detach() + extra, "train/nlc": nlc.detach(),
-                  "train/fader": second.detach(), "train/recon": terms["recon"].detach(),
+                  "train/recon": losses.recon.detach(),
                   "train/gradnorm_loss": gn["loss"], "train/gradnorm_skipped": gn["skipped"]}
-        if terms["adv"] is not None:
-            logged["train/adv"] = terms["adv"].detach()
+        if self.second_task == "fader":
+            logged["train/fader"] = second.detach()
+        if losses.adv is not None:
+            logged["train/adv"] = losses.adv.detach()
         self._accumulate(logged, batch["y"].shape[0])
 
     # -- epoch means of the training losses -------------------------------------------------------------------------
@@ -354,7 +285,8 @@ class CrossmodalNet(ProteinRegressor):
     def on_train_epoch_end(self) -> None:
         means = {key: total / count for key, (total, count) in self._epoch_sums.items()}
         w = self.gradnorm.weights.detach()
-        self.log_dict({**means, "train/w_nlc": w[0], "train/w_fader": w[1]}, on_step=False, on_epoch=True)
+        self.log_dict({**means, "train/w_nlc": w[0], f"train/w_{self.second_task}": w[1]}, on_step=False,
+                      on_epoch=True)
 
     # -- checkpoint metadata ------------------------------------------------------------------------------------------
     def checkpoint_metadata(self) -> dict:
@@ -373,12 +305,3 @@ class CrossmodalNet(ProteinRegressor):
         self.train_steps = int(steps.get("train_steps", 0))
         self.n_discriminator_steps = int(steps.get("discriminator", 0))
         self.n_generator_steps = int(steps.get("generator", 0))
-
-
-def _combine(coefs: list[torch.Tensor], grads: list[torch.Tensor | None], p: nn.Parameter) -> torch.Tensor:
-    """sum_i coef_i * grad_i for one parameter (a task that does not reach it contributes zero)."""
-    total = torch.zeros_like(p)
-    for c, g in zip(coefs, grads):
-        if g is not None:
-            total = total + c * g
-    return total.contiguous()  # fused Adam needs a gradient laid out like its parameter
