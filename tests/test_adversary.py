@@ -25,8 +25,8 @@ from conftest import run_train
 def test_default_run_keeps_both_tasks_and_hides_the_time_from_the_discriminator(tmp_path):
     _, m = run_train(tmp_path, "seed=0", "torch_threads=1", "+plots=false")
     # GradNorm: neither task switched off at any point of training (floor 1e-4)
-    assert m["train/min_w_nlc"] > 0.3 and m["train/min_w_fader"] > 0.1, m
-    assert abs(m["train/final_w_nlc"] + m["train/final_w_fader"] - 2.0) < 1e-4
+    assert m["train/min_w_nlc"] > 0.3 and m["train/min_w_recon"] > 0.1, m
+    assert abs(m["train/final_w_nlc"] + m["train/final_w_recon"] - 2.0) < 1e-4
     # the adversary: the discriminator reads no more time from z than the biology carries, far below what the
     # genes carry (a probe on the input reads the day at ~0.97)
     assert m["test/time_dis_accuracy"] <= m["test/time_chance_accuracy"] + 0.15, m

@@ -107,7 +107,7 @@ def test_fast_step_equals_naive_autograd_step(batch_size, batch_norm):
 @pytest.mark.parametrize("sparse", [False, True])
 def test_first_layer_norms_equal_the_weight_gradient_norms(genes, latent, sparse):
     """Both ways of taking ||delta^T X|| (explicit product, Gram form) give the first layer's gradient norm."""
-    from crossmodalnet.models.crossmodalnet import _first_layer_norms
+    from crossmodalnet.models.generator_gradients import first_layer_norms as _first_layer_norms
 
     batch = make_batch(n=24, g=genes)
     x = batch["x"].to_sparse_csr() if sparse else batch["x"]
@@ -122,7 +122,7 @@ def test_one_process_step_equals_the_per_task_step():
     combined = make_model(batch_norm=False)
     per_task = copy.deepcopy(combined)
     # what world_size > 1 selects: per-task gradients, then their mean over ranks (the inputs themselves on one)
-    per_task.task_gradients = lambda b: per_task._reduce_task_gradients(per_task._task_gradients_per_task(b))
+    per_task.task_gradients = lambda b: per_task._per_task_gradients(b).reduced(per_task)
     co, po = combined.configure_optimizers(), per_task.configure_optimizers()
     for step in range(4):
         batch = make_batch(seed=step)
@@ -266,15 +266,15 @@ def test_default_formulation_keeps_both_tasks_positive():
     batch = make_batch()
     batch["time_index"] = torch.zeros_like(batch["time_index"])
     terms = model.task_losses(first_layer(batch["x"], model.network.input_layer), batch)
-    assert terms["nlc"].item() >= 0 and terms["second"].item() > 0    # NLC and MSE: GradNorm's two tasks
-    assert terms["extra"] is not None and terms["extra"].item() > 0     # lambda KL(U || P), outside GradNorm
+    assert terms.nlc.item() >= 0 and terms.second.item() > 0    # NLC and MSE: GradNorm's two tasks
+    assert terms.extra is not None and terms.extra.item() > 0     # lambda KL(U || P), outside GradNorm
     confusion = make_model(dis_lambda=2.0, adversarial_loss="confusion", adversary_in_gradnorm=True)
     confusion.network.load_state_dict(model.network.state_dict())
     terms = confusion.task_losses(first_layer(batch["x"], confusion.network.input_layer), batch)
-    assert terms["second"].item() > 0 and terms["adv"].item() > 0
+    assert terms.second.item() > 0 and terms.adv.item() > 0
     legacy = make_model(dis_lambda=2.0, reconstruction="mse", adversarial_loss="flip", adversary_in_gradnorm=True)
     legacy.network.load_state_dict(model.network.state_dict())
-    assert legacy.task_losses(first_layer(batch["x"], legacy.network.input_layer), batch)["second"].item() < 0
+    assert legacy.task_losses(first_layer(batch["x"], legacy.network.input_layer), batch).second.item() < 0
 
 
 def test_discriminator_step_changes_only_discriminator_parameters():

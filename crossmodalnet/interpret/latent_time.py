@@ -148,5 +148,6 @@ def task_weight_summary(model) -> dict[str, float]:
     if gradnorm is None:
         return {}
     w, lowest = gradnorm.weights.detach(), gradnorm.min_weights.detach()
-    return {"train/final_w_nlc": float(w[0]), "train/final_w_fader": float(w[1]),
-            "train/min_w_nlc": float(lowest[0]), "train/min_w_fader": float(lowest[1])}
+    second = getattr(model, "second_task", "fader")  # "recon" when the adversary is outside GradNorm
+    return {"train/final_w_nlc": float(w[0]), f"train/final_w_{second}": float(w[1]),
+            "train/min_w_nlc": float(lowest[0]), f"train/min_w_{second}": float(lowest[1])}
