@@ -58,3 +58,194 @@ def test_range_monitor_constant_genes_alone_are_one_info_line(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "gene values of new.h5ad: 2 genes constant in the training cells (e.g. 'G2', 'G4') take other values here "
         "and are not counted"]
+
+
+# -- the run-dir lock ---------------------------------------------------------------------------------------------
+def test_lock_is_reentrant_and_refuses_another_process(tmp_path):
+    import subprocess
+    import sys
+
+    from crossmodalnet.training.rundir import LOCK_FILE, lock_run_dir, unlock_run_dir
+
+    lock = lock_run_dir(tmp_path)
+    assert lock_run_dir(tmp_path) == lock == tmp_path.resolve() / LOCK_FILE  # the same process: re-entrant
+    code = f"from crossmodalnet.training.rundir import lock_run_dir; lock_run_dir({str(tmp_path)!r})"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert other.returncode != 0
+    assert f"run dir {tmp_path.resolve()} is in use by another run: pid {__import__('os').getpid()} on host" in other.stderr
+    unlock_run_dir(tmp_path)
+    assert not lock.exists()
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
+def test_stale_lock_is_reported_and_taken_over(tmp_path, caplog):
+    import json
+    import subprocess
+    import sys
+
+    from crossmodalnet.training.rundir import LOCK_FILE, lock_run_dir, unlock_run_dir
+
+    code = (f"import os; from crossmodalnet.training.rundir import lock_run_dir; lock_run_dir({str(tmp_path)!r}); "
+            "print(os.getpid(), flush=True); os._exit(0)")  # ends without releasing: the file stays
+    dead = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == dead
+    with caplog.at_level(logging.WARNING, logger="crossmodalnet"):
+        lock_run_dir(tmp_path)
+    assert any(f"taking over the lock of a run that ended without finishing (pid {dead} on host" in r.getMessage()
+               for r in caplog.records)
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == __import__("os").getpid()
+    unlock_run_dir(tmp_path)
+
+
+@pytest.mark.slow
+def test_second_train_py_into_a_running_dir_refuses_and_the_first_finishes(tmp_path):
+    """Two real `python train.py` processes into one run dir: the second refuses in one line naming the first
+    (pid, host, start), before Hydra writes anything; the first finishes with its own files untouched."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO_ROOT
+
+    run, go = tmp_path / "run", tmp_path / "go"
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+    base = [sys.executable, str(REPO_ROOT / "train.py"), f"hydra.run.dir={run}", "callbacks.progress_bar=null",
+            "experiment=demo_fast", "torch_threads=1", "+plots=false"]
+    first = subprocess.Popen([*base, "trainer.max_epochs=3", "+callbacks.hold._target_=crossmodalnet.training.hooks.HoldAtEpoch",
+                              "+callbacks.hold.epoch=1", f"+callbacks.hold.release_file={go}", "+callbacks.hold.timeout=600"],
+                             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not (run / "csv").exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the first run is training (held before epoch 1)
+        assert first.poll() is None, first.communicate()[1][-3000:]
+        hydra_before = (run / ".hydra" / "overrides.yaml").read_text()
+        second = subprocess.run([*base, "trainer.max_epochs=1", "seed=7"], cwd=REPO_ROOT, env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert second.returncode == 2, second.stderr[-3000:]
+        lines = [l for l in second.stderr.splitlines() if l.strip()]
+        assert len(lines) == 1 and lines[0].startswith(f"error: run dir {run.resolve()} is in use by another run: "
+                                                       f"pid {first.pid} on host "), second.stderr
+        assert "started 20" in lines[0] and "Traceback" not in second.stderr
+        assert (run / ".hydra" / "overrides.yaml").read_text() == hydra_before  # nothing of the second run
+    finally:
+        go.touch()
+        out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] >= 1 and not (run / "run.lock").exists()  # finished: the dir is free again
+    assert "seed=7" not in (run / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_killed_run_leaves_a_stale_lock_that_resume_takes_over(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    run = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+    base = [sys.executable, str(REPO_ROOT / "train.py"), f"hydra.run.dir={run}", "callbacks.progress_bar=null",
+            "experiment=demo_fast", "torch_threads=1", "+plots=false", "trainer.max_epochs=3"]
+    killed = subprocess.run([*base, "+callbacks.kill._target_=crossmodalnet.training.hooks.KillAfterEpoch",
+                             "+callbacks.kill.epoch=0"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert (run / "run.lock").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    resumed = subprocess.run([*base, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], cwd=REPO_ROOT, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "taking over the lock of a run that ended without finishing (pid" in resumed.stdout + resumed.stderr
+    assert (run / "metrics.json").is_file() and not (run / "run.lock").exists()
+
+
+# -- crossmodalnet-saliency writes into <run dir>/saliency, as its --help says ------------------------------------
+@pytest.mark.parametrize("given", ["RUN", "RUN/", "RUN/checkpoints/best-epoch=003.ckpt", "RUN/model",
+                                   "RUN/model/weights.ckpt", "RUN/checkpoints/ridge.joblib"])
+def test_saliency_default_output_dir_is_the_run_dirs(tmp_path, given):
+    from crossmodalnet.cli.saliency import _default_dir
+
+    run = tmp_path / "RUN"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "model").mkdir()
+    (run / "config.yaml").write_text("seed: 0\n")
+    path = tmp_path / given
+    if path.suffix:
+        path.write_text("x")
+    assert _default_dir(path) == run / "saliency"
+
+
+# -- commands check their arguments before the heavy imports ------------------------------------------------------
+HEAVY = ("torch", "lightning", "scanpy", "anndata", "pandas")
+
+
+def _run_and_list_heavy(tmp_path, call: str):
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            f"try:\n    rc = {call}\nexcept SystemExit as e:\n    rc = e.code\n"
+            f"print('RC', rc, sorted({{k.split('.')[0] for k in sys.modules}} & set({HEAVY!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    return done
+
+
+@pytest.mark.parametrize("module,argv,message", [
+    ("crossmodalnet.cli.predict", ["--checkpoint", "RUN", "--input", "missing.h5ad", "--output", "p.h5ad"],
+     "error: input file not found: missing.h5ad"),
+    ("crossmodalnet.cli.predict", ["--checkpoint", "missing_run", "--input", "in.h5ad", "--output", "p.h5ad"],
+     "error: --checkpoint not found: missing_run"),
+    ("crossmodalnet.cli.saliency", ["--checkpoint", "missing_run", "--input", "in.h5ad"],
+     "error: --checkpoint not found: missing_run"),
+])
+def test_console_scripts_check_paths_before_heavy_imports(tmp_path, module, argv, message):
+    (tmp_path / "in.h5ad").write_text("not read")
+    (tmp_path / "RUN").mkdir()
+    done = _run_and_list_heavy(tmp_path, f"__import__({module!r}, fromlist=['main']).main({argv!r})")
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stdout.strip() == "RC 2 []", done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.source.path=missing.h5ad", "error: data.source.path: file not found: missing.h5ad"),
+    ("ckpt_path=missing.ckpt", "error: ckpt_path: checkpoint not found: missing.ckpt"),
+])
+def test_train_checks_input_paths_before_heavy_imports_and_writes_nothing(tmp_path, override, message):
+    argv = ["train.py", "data=anndata", override, f"hydra.run.dir={tmp_path / 'run'}"]
+    done = _run_and_list_heavy(tmp_path, "(setattr(sys, 'argv', %r), __import__('crossmodalnet.cli.train', "
+                                         "fromlist=['main']).main())" % (argv,))
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stdout.strip().endswith("RC 2 []"), done.stdout + done.stderr
+    assert not (tmp_path / "run").exists()  # checked before Hydra writes .hydra/ or the lock
+
+
+def test_verbose_flag_is_not_passed_to_hydra(tmp_path):
+    argv = ["train.py", "-v", "data=anndata", "data.source.path=missing.h5ad", f"hydra.run.dir={tmp_path / 'r'}"]
+    done = _run_and_list_heavy(tmp_path, "(setattr(sys, 'argv', %r), __import__('crossmodalnet.cli.train', "
+                                         "fromlist=['main']).main())" % (argv,))
+    assert "error: data.source.path: file not found" in done.stderr, done.stderr
+
+
+def test_quiet_default_hides_third_party_chatter_and_verbose_shows_it():
+    from crossmodalnet.utils.quiet import set_verbosity
+
+    try:
+        set_verbosity(False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.filterwarnings("ignore", message="xx-none")  # keep the filters set_verbosity installed
+            warnings.warn("Tensorflow not installed; ParametricUMAP will be unavailable", ImportWarning)
+            warnings.warn("The number of training batches (4) is smaller than the logging interval "
+                          "Trainer(log_every_n_steps=10).", UserWarning)
+            warnings.warn("a warning a user must see", UserWarning)
+        assert [str(w.message) for w in caught] == ["a warning a user must see"]
+        assert warnings.formatwarning("two\n  lines", UserWarning, "/x/y.py", 3) == "warning: two lines\n"
+        assert logging.getLogger("lightning.pytorch").level == logging.WARNING
+        set_verbosity(True)
+        assert logging.getLogger("lightning.pytorch").level == logging.INFO
+        assert "y.py:3" in warnings.formatwarning("m", UserWarning, "/x/y.py", 3)
+    finally:
+        set_verbosity(False)

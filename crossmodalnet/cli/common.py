@@ -6,20 +6,24 @@ import sys
 import warnings
 from typing import Callable
 
-from crossmodalnet.utils.quiet import silence_noise
 from crossmodalnet.errors import DataError
+from crossmodalnet.utils.quiet import set_verbosity
 
 
-def run_cli(run: Callable[[], int]) -> int:
-    """Call ``run`` with plain log/warning output; DataError, TimeError and ValueError become ``error: ...``."""
-    from crossmodalnet.data.timepoints import TimeError  # here, not at import: --help stays fast
+def add_verbose(parser) -> None:
+    """``-v`` / ``--verbose``: third-party lines and warnings with their origin (quiet by default)."""
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show third-party libraries' messages and where each warning comes from")
 
+
+def run_cli(run: Callable[[], int], verbose: bool = False) -> int:
+    """Call ``run`` with plain log/warning output; DataError (TimeError is one) and ValueError become
+    ``error: ...``. Nothing heavy is imported before ``run`` checks its arguments."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     warnings.simplefilter("default")
-    silence_noise()  # after simplefilter, which would otherwise show anndata's per-element old-format lines
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    set_verbosity(verbose)  # after simplefilter, which would otherwise show anndata's per-element old-format lines
     try:
         return run()
-    except (DataError, TimeError, ValueError) as err:
+    except (DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

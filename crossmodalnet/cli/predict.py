@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crossmodalnet.cli.common import run_cli
+from crossmodalnet.cli.common import add_verbose, run_cli
 from crossmodalnet.errors import DataError
 from crossmodalnet.inference.predict import NORMALIZE, TIME_MODES, defaults, load_model
 from crossmodalnet.utils.lazy import lazy
@@ -56,13 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plots-dir", help="where figures go (default: <output dir>/<output stem>_plots); 'none' = off")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --output file and figures (default: refuse)")
+    add_verbose(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """``crossmodalnet-predict``: a data problem ends in one clear line and exit status 2."""
     args = _parser().parse_args(argv)
-    return run_cli(lambda: _run(args))
+    return run_cli(lambda: _run(args), verbose=args.verbose)
 
 
 def _run(args) -> int:
@@ -71,6 +72,10 @@ def _run(args) -> int:
         raise DataError(f"input file not found: {inp}")
     if outp.resolve() == inp.resolve():
         raise DataError(f"--output {outp} is the input file; write predictions to a new file")
+    if not Path(args.checkpoint).expanduser().exists():
+        raise DataError(f"--checkpoint not found: {args.checkpoint} (a run dir, a .ckpt or a baseline's .joblib)")
+    if outp.suffix not in (".h5ad", ".h5mu"):
+        raise DataError(f"--output must end in .h5ad or .h5mu, got {outp.name}")
     from crossmodalnet.training.rundir import check_output
 
     check_output(outp, args.overwrite)  # earlier predictions are never replaced silently

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from crossmodalnet.utils.lazy import lazy
-from crossmodalnet.cli.common import run_cli
+from crossmodalnet.cli.common import add_verbose, run_cli
 from crossmodalnet.errors import DataError
 
 # imported on first use: `crossmodalnet-saliency --help` must not wait seconds for them
@@ -56,13 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output-h5ad", help="also write a copy of the input with varm['saliency'] and uns['saliency']")
     p.add_argument("--overwrite", action="store_true",
                    help="replace earlier saliency results in --output-dir / --output-h5ad (default: refuse)")
+    add_verbose(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; a data problem ends in one clear line and exit status 2."""
     args = _parser().parse_args(argv)
-    return run_cli(lambda: _run(args))
+    return run_cli(lambda: _run(args), verbose=args.verbose)
 
 
 def _safe(name: str) -> str:
@@ -70,18 +71,25 @@ def _safe(name: str) -> str:
 
 
 def _default_dir(checkpoint: Path) -> Path:
-    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    return run_dir / "saliency"
+    """``<run dir>/saliency`` for a run dir, a file in its ``checkpoints/`` or ``model/`` folder, or that folder."""
+    folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    if folder.name in ("checkpoints", "model") and (folder.parent / "config.yaml").is_file():
+        folder = folder.parent
+    elif folder.name == "checkpoints" and not checkpoint.is_dir():
+        folder = folder.parent
+    return folder / "saliency"
 
 
 def _run(args) -> int:
-    from crossmodalnet.reporting import figures as plots
-    from crossmodalnet.interpret.saliency import saliency
-    from crossmodalnet.inference.predict import load_model
-
-    inp = Path(args.input).expanduser()
+    inp = Path(args.input).expanduser()  # the arguments first: a wrong path fails before torch is imported
     if not inp.is_file():
         raise DataError(f"input file not found: {inp}")
+    if not Path(args.checkpoint).expanduser().exists():
+        raise DataError(f"--checkpoint not found: {args.checkpoint} (a run dir or a .ckpt)")
+    from crossmodalnet.inference.predict import load_model
+    from crossmodalnet.interpret.saliency import saliency
+    from crossmodalnet.reporting import figures as plots
+
     if args.output_h5ad and Path(args.output_h5ad).expanduser().resolve() == inp.resolve():
         raise DataError(f"--output-h5ad {args.output_h5ad} is the input file; write to a new file")
     ckpt = Path(args.checkpoint).expanduser()
