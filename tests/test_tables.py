@@ -5,8 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crossmodalnet.training.tables import (METHODS, PAPER_TABLE1, PAPER_TABLE_S2, markdown_table, parse_method_overrides,
-                                  s2_cli, summarise, summarise_s2, table_cli)
+from crossmodalnet.training.tables import (METHODS, PAPER_TABLE1, PAPER_TABLE_S2, check_methods, markdown_table,
+                                          parse_method_overrides, s2_cli, summarise, summarise_s2, table_cli,
+                                          with_time_rows)
 
 # The scripts are thin wrappers (scripts/reproduce_table{1,2}.py -> table_cli, scripts/runtime_table_s2.py ->
 # s2_cli); the tests call those entry points in-process with the scripts' command-line arguments.
@@ -35,8 +36,8 @@ def test_summarise_gives_mean_and_sample_sd_and_the_paper_numbers():
     assert summary.loc["scipenn", "status"] == "unavailable" and np.isnan(summary.loc["scipenn", "corr_mean"])
     md = markdown_table(summary.reset_index(), "T", "ctx")
     rows = {r[0]: r for r in _table_rows(md)}
-    assert rows["Ridge reg."][1] == "0.600 ± 0.141"
-    assert rows["scIPENN"][1].startswith("unavailable [1]") and "[1] scIPENN: unavailable: sciPENN" in md
+    assert rows["Ridge reg."][1] == "no" and rows["Ridge reg."][2] == "0.600 ± 0.141"
+    assert rows["scIPENN"][2].startswith("unavailable [1]") and "[1] scIPENN: unavailable: sciPENN" in md
 
 
 def test_one_seed_shows_no_spread():
@@ -46,7 +47,7 @@ def test_one_seed_shows_no_spread():
     summary = summarise(runs, PAPER_TABLE1)
     assert np.isnan(summary.loc[0, "corr_sd"])
     row = _table_rows(markdown_table(summary, "T", "ctx"))[0]
-    assert row[1] == "0.500 (n=1)" and row[2] == "0.200 (n=1)"
+    assert row[2] == "0.500 (n=1)" and row[3] == "0.200 (n=1)"
     assert "±" not in "".join(row)
 
 
@@ -68,7 +69,7 @@ def test_s2_summary_keeps_paper_seconds_beside_ours():
 
 @pytest.mark.slow
 def test_reproduce_table1_quick_runs_every_method_and_writes_well_formed_tables(tmp_path):
-    table_cli("table1", ["--quick", "--seeds", "0", "1", "--out", str(tmp_path)])
+    table_cli("table1", ["--quick", "--seeds", "0", "1", "--time-features", "none", "--out", str(tmp_path)])
     csv = pd.read_csv(tmp_path / "table1.csv")
     assert list(csv["method"]) == list(METHODS)
     ok = csv[csv["status"] == "ok"]
@@ -76,7 +77,7 @@ def test_reproduce_table1_quick_runs_every_method_and_writes_well_formed_tables(
     assert (ok["n_seeds"] == 2).all() and ok["corr_mean"].between(-1, 1).all() and (ok["mse_mean"] > 0).all()
     assert csv.set_index("method").loc["scipenn", "status"] in ("ok", "unavailable")
     rows = _table_rows((tmp_path / "table1.md").read_text())
-    assert [r[0] for r in rows] == list(METHODS.values()) and rows[0][5] == "0.593"  # paper HSPC Corr
+    assert [r[0] for r in rows] == list(METHODS.values()) and rows[0][6] == "0.593"  # paper HSPC Corr
     runs = pd.read_csv(tmp_path / "runs.csv")
     splits = {(tmp_path / "runs" / m / "seed0" / "split.csv").read_text() for m in ok["method"]}
     assert len(splits) == 1  # every method saw the same split
@@ -84,12 +85,29 @@ def test_reproduce_table1_quick_runs_every_method_and_writes_well_formed_tables(
 
 
 @pytest.mark.slow
-def test_reproduce_table2_quick_holds_out_a_time_point(tmp_path):
+def test_reproduce_table2_quick_holds_out_the_middle_and_the_last_time_point(tmp_path):
+    """Default: day 3 and day 4 (the last) of the control simulator, each with the time-aware (poly) rows beside."""
     table_cli("table2", ["--quick", "--seeds", "0", "--methods", "crossmodalnet", "ridge", "--out", str(tmp_path)])
-    split = pd.read_csv(tmp_path / "runs" / "ridge" / "seed0" / "split.csv")
-    rows = _table_rows((tmp_path / "table2.md").read_text())
-    assert [r[0] for r in rows] == ["CrossmodalNet", "Ridge reg."] and rows[0][5] == "0.564"
-    assert "held-out time point 3" in (tmp_path / "table2.md").read_text() and len(split) == 300
+    md = (tmp_path / "table2.md").read_text()
+    for day in (3, 4):
+        split = pd.read_csv(tmp_path / f"holdout_{day}" / "runs" / "ridge" / "seed0" / "split.csv")
+        assert len(split) == 300 and f"held-out time point {day}" in md
+        rows = _table_rows((tmp_path / f"holdout_{day}" / "table2.md").read_text())
+        assert [r[0] for r in rows] == ["CrossmodalNet", "Ridge reg.", "Ridge reg. + time (poly)"]
+        assert [r[1] for r in rows] == ["yes (time embedding)", "no", "yes (poly)"] and rows[0][6] == "0.564"
+        assert all(r[2] != "failed" for r in rows)
+
+
+def test_time_aware_rows_sit_beside_their_baseline_and_bad_rows_are_refused():
+    assert with_time_rows(["crossmodalnet", "ridge", "svd_ridge"], ["onehot", "poly"]) == [
+        "crossmodalnet", "ridge", "ridge+onehot", "ridge+poly", "svd_ridge", "svd_ridge+onehot", "svd_ridge+poly"]
+    assert check_methods(["lightgbm+spline"]) == ["lightgbm+spline"]
+    for bad in (["crossmodalnet+poly"], ["ridge+fourier"]):
+        with pytest.raises(ValueError, match="bad time-aware row"):
+            check_methods(bad)
+    with pytest.raises(ValueError, match="--time-features takes"):
+        with_time_rows(["ridge"], ["cubic"])
+    assert parse_method_overrides(["svd_ridge+poly:model.alpha=3"]) == {"svd_ridge+poly": ["model.alpha=3"]}
 
 
 def test_reproduce_table2_refuses_bmmc_with_the_reason(tmp_path, capsys):

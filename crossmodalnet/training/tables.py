@@ -2,7 +2,8 @@
 reproduced by running every method through the one code path, :func:`crossmodalnet.training.run.train`.
 
 Every method of a table sees the same composed Hydra config except ``model=<name>``: same data, split,
-preprocessing and seeds. Results go to ``<out>/runs/<method>/seed<k>/`` (ordinary run dirs) and are summarised
+preprocessing and seeds. A row ``<model>+<encoding>`` (e.g. ``svd_ridge+poly``) is that baseline given the time as
+input (``model.time_features=<encoding>``, issue 18); the tables mark which rows see the time. Results go to ``<out>/runs/<method>/seed<k>/`` (ordinary run dirs) and are summarised
 as mean and spread (sample SD) over seeds in ``<name>.md`` / ``<name>.csv``, with the paper's numbers beside.
 """
 from __future__ import annotations
@@ -67,8 +68,13 @@ PAPER_TABLE_S2: dict[str, dict[str, float]] = {
 S2_SIZES: dict[str, tuple[int, int]] = {"D1": (1000, 3000), "D2": (3000, 5000), "D3": (10000, 8000)}
 S2_QUICK_SIZES: dict[str, tuple[int, int]] = {"Q1": (200, 300), "Q2": (300, 400)}
 
-# Held-out (intermediate) time point of Table 2 per data set (paper 3.2: HSPC day 3, myeloid week 2).
-HOLDOUT_TIME: dict[str, object] = {"synthetic": 3, "hspc": 3, "myeloid": 2}
+# Held-out (intermediate) time point of Table 2 per data set (paper 3.2: HSPC day 3, myeloid week 2), and the last
+# one (issue 18: extrapolation past the last time seen in training). Table 2 holds out each by default.
+HOLDOUT_TIME: dict[str, object] = {"synthetic": 3, "synthetic_drift": 3, "hspc": 3, "myeloid": 2}
+LAST_TIME: dict[str, object] = {"synthetic": 4, "synthetic_drift": 6, "hspc": 4, "myeloid": 3}
+# time encodings a baseline row can take (model.time_features); onehot only knows the training times
+TIME_ENCODINGS = ("onehot", "poly", "spline")
+SEES_TIME_ALWAYS = {"crossmodalnet": "time embedding"}
 NO_TIME_AXIS = {"bmmc": "BMMC has no time points: its condition (obs 'batch') is 2 donors (s1d1, s1d2), "
                         "unordered, so there is no intermediate time to hold out and interpolate"}
 
@@ -104,23 +110,61 @@ class TableSpec:
     quick: bool = False
 
 
+def split_row(row: str) -> tuple[str, str | None]:
+    """``"svd_ridge+poly"`` -> ("svd_ridge", "poly"); ``"ridge"`` -> ("ridge", None)."""
+    model, _, encoding = row.partition("+")
+    return model, encoding or None
+
+
+def row_label(row: str) -> str:
+    model, encoding = split_row(row)
+    return METHODS[model] + (f" + time ({encoding})" if encoding else "")
+
+
+def sees_time(row: str) -> str:
+    """What the row's model knows of the cells' time: "no", or how it is given."""
+    model, encoding = split_row(row)
+    return f"yes ({encoding})" if encoding else (f"yes ({SEES_TIME_ALWAYS[model]})" if model in SEES_TIME_ALWAYS
+                                                   else "no")
+
+
 def parse_method_overrides(items: Iterable[str]) -> dict[str, list[str]]:
-    """``["lightgbm:model.n_iter=2", ...]`` -> {"lightgbm": ["model.n_iter=2"], ...}."""
+    """``["lightgbm:model.n_iter=2", ...]`` -> {"lightgbm": ["model.n_iter=2"], ...} (a row such as
+    ``lightgbm+poly`` may be named too)."""
     out: dict[str, list[str]] = {}
     for item in items:
         method, sep, override = item.partition(":")
-        if not sep or "=" not in override or method not in METHODS:
+        if not sep or "=" not in override or split_row(method)[0] not in METHODS:
             raise ValueError(f"--set expects METHOD:key=value with METHOD in {list(METHODS)}, got {item!r}")
         out.setdefault(method, []).append(override)
     return out
 
 
 def check_methods(methods: Iterable[str]) -> list[str]:
+    """Rows: a method key, or ``<method>+<encoding>`` for a baseline given the time (``model.time_features``)."""
     methods = list(methods)
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if split_row(m)[0] not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    bad = [m for m in methods if split_row(m)[1] is not None
+           and (split_row(m)[1] not in TIME_ENCODINGS or split_row(m)[0] in SEES_TIME_ALWAYS)]
+    if bad:
+        raise ValueError(f"bad time-aware row(s) {bad}: use <baseline>+<encoding> with encoding in "
+                         f"{TIME_ENCODINGS} (CrossmodalNet always sees the time)")
     return methods
+
+
+def with_time_rows(methods: Sequence[str], encodings: Sequence[str]) -> list[str]:
+    """Each time-blind baseline followed by its time-aware rows (``<method>+<encoding>``), so they sit side by side."""
+    bad = [e for e in encodings if e not in TIME_ENCODINGS]
+    if bad:
+        raise ValueError(f"--time-features takes {TIME_ENCODINGS}, got {bad}")
+    out = []
+    for m in methods:
+        out.append(m)
+        if split_row(m)[1] is None and m not in SEES_TIME_ALWAYS:
+            out += [f"{m}+{e}" for e in encodings if f"{m}+{e}" not in methods]
+    return list(dict.fromkeys(out))
 
 
 def data_overrides(data: str, quick: bool) -> list[str]:
@@ -129,7 +173,7 @@ def data_overrides(data: str, quick: bool) -> list[str]:
         have = sorted(p.stem for p in (Path(CONFIG_DIR) / "data").glob("*.yaml"))
         raise ValueError(f"no data config configs/data/{data}.yaml (have: {have})")
     out = [f"data={data}"]
-    if data == "synthetic":
+    if data.startswith("synthetic"):
         out.append("data.source.seed=0")
         if quick:
             out += QUICK_DATA
@@ -148,8 +192,11 @@ def run_method(method: str, seed: int, overrides: Sequence[str], output_dir: Pat
 
     row = {"method": method, "seed": seed, "run_dir": str(output_dir), "status": "ok", "note": ""}
     start = time.perf_counter()
+    model, encoding = split_row(method)
+    time_input = [f"model.time_features={encoding}"] if encoding else []
     try:
-        cfg = compose_config([f"model={method}", f"seed={seed}", *COMMON_OVERRIDES, *overrides], output_dir)
+        cfg = compose_config([f"model={model}", f"seed={seed}", *COMMON_OVERRIDES, *time_input, *overrides],
+                             output_dir)
         metrics = train(cfg)
         row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     except BaselineUnavailable as err:
@@ -169,7 +216,9 @@ def run_table(spec: TableSpec, out_dir: Path) -> pd.DataFrame:
     base = [*data_overrides(spec.data, spec.quick), *spec.overrides]
     rows = []
     for method in check_methods(spec.methods):
-        extra = [*(QUICK_METHOD.get(method, []) if spec.quick else []), *spec.method_overrides.get(method, [])]
+        model = split_row(method)[0]
+        extra = [*(QUICK_METHOD.get(model, []) if spec.quick else []), *spec.method_overrides.get(model, []),
+                 *(spec.method_overrides.get(method, []) if method != model else [])]
         for seed in spec.seeds:
             row = run_method(method, seed, [*base, *extra], out_dir / "runs" / method / f"seed{seed}")
             rows.append(row)
@@ -182,10 +231,10 @@ def run_table(spec: TableSpec, out_dir: Path) -> pd.DataFrame:
 def summarise(runs: pd.DataFrame, paper: dict[str, dict[str, tuple[float, float]]] | None = None) -> pd.DataFrame:
     """Mean and sample SD over seeds per method, with the paper's HSPC and myeloid numbers beside."""
     out = []
-    for method in [m for m in METHODS if m in set(runs["method"])]:
+    for method in dict.fromkeys(runs["method"]):
         sub = runs[runs["method"] == method]
         ok = sub[sub["status"] == "ok"]
-        row = {"method": method, "label": METHODS[method], "n_seeds": len(ok),
+        row = {"method": method, "label": row_label(method), "sees_time": sees_time(method), "n_seeds": len(ok),
                "status": "ok" if len(ok) else sub["status"].iloc[0],
                "note": "" if len(ok) else str(sub["note"].iloc[0])}
         for key, name in (("test/pearson_cell", "corr"), ("test/mse", "mse"),
@@ -202,8 +251,8 @@ def summarise(runs: pd.DataFrame, paper: dict[str, dict[str, tuple[float, float]
 
 def markdown_table(summary: pd.DataFrame, title: str, context: str, with_paper: bool = True) -> str:
     """Our Corr / MSE (mean +- SD over seeds) per method, and the paper's HSPC / myeloid numbers."""
-    head = "| Method | Corr (ours) | MSE (ours) | per-protein r | fit (s) |"
-    rule = "|---|---|---|---|---|"
+    head = "| Method | sees time | Corr (ours) | MSE (ours) | per-protein r | fit (s) |"
+    rule = "|---|---|---|---|---|---|"
     if with_paper:
         head += " HSPC Corr (paper) | HSPC MSE (paper) | Myeloid Corr (paper) | Myeloid MSE (paper) |"
         rule += "---|---|---|---|"
@@ -219,7 +268,7 @@ def markdown_table(summary: pd.DataFrame, title: str, context: str, with_paper: 
             cells = [f"{r['status']} [{len(notes)}]", "-", "-", "-"]
         if with_paper:
             cells += [_fmt(r[f"paper_{d}_{m}"]) for d in ("hspc", "myeloid") for m in ("corr", "mse")]
-        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['label']} | {r.get('sees_time', 'no')} | " + " | ".join(cells) + " |")
     if notes:
         lines += ["", *[f"[{i + 1}] {n[2:]}" for i, n in enumerate(notes)]]
     return "\n".join(lines) + "\n"
@@ -236,12 +285,22 @@ def write_table(summary: pd.DataFrame, out_dir: Path, name: str, title: str, con
 def context_line(spec: TableSpec, split: str, command: str) -> str:
     other = "" if spec.data in ("hspc", "myeloid") else f" (a different data set from `{spec.data}`: reference only)"
     quick = " (quick mode: tiny data and budgets)" if spec.quick else ""
-    return (f"Data: `{spec.data}`{quick}; split: {split}; "
+    return (f"Data: `{spec.data}`{quick}{_simulator_note(spec.data)}; split: {split}; "
             f"seeds {list(spec.seeds)} (mean ± sample SD over seeds; every method on the same split per seed). "
+            f"'sees time': whether the row's model gets the cells' time (CrossmodalNet: its time embedding; "
+            f"'+ time (enc)': the baseline with model.time_features=enc). "
             f"Corr = mean per-cell Pearson over test cells, MSE over all test values. The paper's columns are its "
             f"Table numbers for HSPC and myeloid data"
             f"{other}."
             f"\n\nCommand: `{command}`")
+
+
+def _simulator_note(data: str) -> str:
+    if data == "synthetic":
+        return " (simulator, control: no time effect beyond the genes)"
+    if data == "synthetic_drift":
+        return " (simulator, drift: the gene -> protein relationship drifts with the day)"
+    return ""
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -269,8 +328,16 @@ def table_cli(kind: str, argv: Sequence[str] | None = None) -> Path:
         prog=f"reproduce_{kind}.py",
         description=("Paper Table 2: train on the other time points, test on a held-out intermediate one."
                      if ood else "Paper Table 1: in-distribution 80/5/15 split stratified by time."))
-    parser.add_argument("--data", default="synthetic", help="configs/data/<name>.yaml: synthetic, bmmc, hspc, ...")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"subset of {list(METHODS)}")
+    parser.add_argument("--data", default="synthetic",
+                        help="configs/data/<name>.yaml: synthetic (control), synthetic_drift, bmmc, hspc, ...")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS),
+                        help=f"subset of {list(METHODS)}; <baseline>+<encoding> adds one time-aware row")
+    default_enc = ["poly"] if ood else ["onehot"]
+    parser.add_argument("--time-features", nargs="*", default=default_enc, metavar="ENCODING",
+                        help=f"beside each time-blind baseline, a row given the time with each of these encodings "
+                             f"({', '.join(TIME_ENCODINGS)}; default {' '.join(default_enc)}; none: no such rows)"
+                             + ("; onehot rows are left out of Table 2: a held-out time is not among the "
+                                "one-hot columns" if ood else ""))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=None, help="output folder (default logs/tables/<kind>_<data>)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
@@ -281,35 +348,51 @@ def table_cli(kind: str, argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--from-runs", action="store_true",
                         help="train nothing: rebuild the table from <out>/runs.csv (e.g. after an interruption)")
     if ood:
-        parser.add_argument("--holdout", default=None, help="time point to hold out (default: the data set's "
-                            f"intermediate one: {HOLDOUT_TIME})")
+        parser.add_argument("--holdout", nargs="+", default=None,
+                            help=f"time point(s) to hold out, one table section each (default: the data set's "
+                                 f"intermediate one {HOLDOUT_TIME} and its last one {LAST_TIME})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        overrides = list(args.override)
+        encodings = [e for e in args.time_features if e != "none"]
         if ood:
             if args.data in NO_TIME_AXIS:
                 raise ValueError(f"Table 2 does not apply to {args.data}: {NO_TIME_AXIS[args.data]}")
-            holdout = args.holdout if args.holdout is not None else HOLDOUT_TIME.get(args.data)
-            if holdout is None:
+            holdouts = args.holdout or [t for t in (HOLDOUT_TIME.get(args.data), LAST_TIME.get(args.data))
+                                        if t is not None]
+            if not holdouts:
                 raise ValueError(f"no default held-out time for {args.data}: pass --holdout TIME")
-            overrides.append(f"data.holdout_time={holdout}")
-        spec = TableSpec(kind, args.data, check_methods(args.methods), args.seeds, overrides,
-                         parse_method_overrides(args.set), args.quick)
+            if "onehot" in encodings:
+                log.info("Table 2: no onehot rows (a held-out time is not among the one-hot columns)")
+                encodings.remove("onehot")
+        methods = check_methods(with_time_rows(check_methods(args.methods), encodings))
+        if ood:
+            methods = [m for m in methods if split_row(m)[1] != "onehot"]
+        method_overrides = parse_method_overrides(args.set)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     out_dir = args.out or Path("logs") / "tables" / f"{kind}_{args.data}"
-    runs = pd.read_csv(out_dir / "runs.csv") if args.from_runs else run_table(spec, out_dir)
-    spec.seeds = sorted(int(s) for s in runs["seed"].unique())
-    summary = summarise(runs, PAPER_TABLE2 if ood else PAPER_TABLE1)
-    split = (f"held-out time point {overrides[-1].split('=', 1)[1]} as test, the other time points split 80:5 "
-             "into train/val" if ood else "in-distribution 80/5/15, stratified by time")
     command = f"python scripts/reproduce_{kind}.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    title = ("Table 2: held-out time point" if ood else "Table 1: in-distribution predictions") + f" ({args.data})"
-    md, csv = write_table(summary, out_dir, kind, title, context_line(spec, split, command))
+    sections = []
+    for holdout in (holdouts if ood else [None]):
+        overrides = [*args.override, *([f"data.holdout_time={holdout}"] if ood else [])]
+        spec = TableSpec(kind, args.data, methods, args.seeds, overrides, method_overrides, args.quick)
+        part_dir = out_dir / f"holdout_{holdout}" if ood else out_dir
+        runs = pd.read_csv(part_dir / "runs.csv") if args.from_runs else run_table(spec, part_dir)
+        spec.seeds = sorted(int(s) for s in runs["seed"].unique())
+        summary = summarise(runs, PAPER_TABLE2 if ood else PAPER_TABLE1)
+        split = (f"held-out time point {holdout} as test, the other time points split 80:5 into train/val"
+                 if ood else "in-distribution 80/5/15, stratified by time")
+        title = (f"Table 2: held-out time point {holdout}" if ood
+                 else "Table 1: in-distribution predictions") + f" ({args.data})"
+        md, _ = write_table(summary, part_dir, kind, title, context_line(spec, split, command))
+        sections.append(md.read_text())
+    md = out_dir / f"{kind}.md"
+    if ood:  # one file with a section per held-out time (each also in its own folder, with its CSV)
+        md.write_text("\n".join(sections))
     print(md.read_text())
-    print(f"wrote {md} and {csv} (per-run metrics: {out_dir / 'runs.csv'})")
+    print(f"wrote {md} (per-run metrics: runs.csv in {out_dir}{'/holdout_*' if ood else ''})")
     return md
 
 
