@@ -115,7 +115,9 @@ class CiteDataModule(L.LightningDataModule):
         self.time_order = None if time_order is None else list(time_order)  # data.time_order
         self.time_categorical = bool(time_categorical)                       # data.time_categorical
         self.holdout_time = holdout_time
-        self.fractions = {"train": 0.8, "val": 0.05, "test": 0.15, **(split or {})}
+        # calibration: cells set aside for the conformal intervals only (0: they reuse the validation cells)
+        self.fractions = {"train": 0.8, "val": 0.05, "test": 0.15, "calibration": 0.0, **(split or {})}
+        self.fractions["calibration"] = float(self.fractions.get("calibration") or 0.0)
         self.preprocessor = Preprocessor(**(preprocess or {}))
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
@@ -149,7 +151,8 @@ class CiteDataModule(L.LightningDataModule):
             self.split = stratified_split(times, seed=self.seed, **self.fractions)
         else:
             self.split = holdout_split(times, self.holdout_time, train=self.fractions["train"],
-                                       val=self.fractions["val"], seed=self.seed)
+                                       val=self.fractions["val"], seed=self.seed,
+                                       calibration=self.fractions["calibration"])
         if len(self.split.test) == 0:  # a run without test cells would "finish" with no test metrics at all
             raise DataError(f"the test split is empty (data.split.test={self.fractions['test']}): every run is "
                             f"scored on held-out cells; set data.split.test > 0")
@@ -170,8 +173,9 @@ class CiteDataModule(L.LightningDataModule):
         for name, part in self.splits.items():
             self.inputs[name] = self.preprocessor.project(part.X)
             self.datasets[name] = self._batches(part, inputs=self.inputs[name])
-        log.info("data: %d genes, %d proteins; cells train/val/test = %d/%d/%d; learned times %s",
+        log.info("data: %d genes, %d proteins; cells train/val/test = %d/%d/%d%s; learned times %s",
                  self.n_genes, self.n_proteins, *(len(self.split.__dict__[s]) for s in ("train", "val", "test")),
+                 f" (+ {len(self.split.calibration)} calibration)" if len(self.split.calibration) else "",
                  self.time_axis.labels)
 
     def cell_times(self, adata: ad.AnnData) -> list:

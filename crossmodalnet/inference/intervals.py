@@ -1,6 +1,9 @@
 """Prediction intervals per cell and protein by split-conformal calibration (Vovk et al.; Lei et al. 2018).
 
-After training, the model predicts the validation cells, which it never fitted: their absolute residuals
+After training, the model predicts the calibration cells, which it never fitted: those of ``data.split.calibration``
+when cells were set aside for it, else the validation cells (which also chose the checkpoint: a selection on one
+number, per-cell Pearson, whose effect on coverage is measured in docs/uncertainty.md and, in every run with a
+calibration split, in ``test/interval/val_calibrated/*``). Their absolute residuals
 ``|y - yhat|`` (per protein) are exchangeable with those of new cells from the same distribution, so the
 ``ceil((n + 1) * level)``-th smallest of the ``n`` calibration residuals is a half-width ``q`` for which
 ``[yhat - q, yhat + q]`` covers a new value with probability >= ``level`` (finite-sample guarantee, marginal
@@ -44,6 +47,7 @@ class ConformalCalibration:
     method: str = "absolute"
     scale_coef: np.ndarray | None = None  # (2, proteins): intercept a and slope b of s(yhat) = a + b * yhat
     scale_floor: np.ndarray | None = None  # (proteins,): s(yhat) never falls below this
+    source: str = "val"  # the split calibrated on: "val" (also chose the checkpoint) or "calibration" (set aside)
 
     @property
     def n_cells(self) -> int:
@@ -82,7 +86,7 @@ class ConformalCalibration:
     # -- storage -------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         out = {"proteins": np.asarray(self.proteins, dtype=str), "scores": self.scores.astype(np.float32),
-               "method": np.asarray(self.method)}
+               "method": np.asarray(self.method), "source": np.asarray(self.source)}
         if self.scale_coef is not None:
             out["scale_coef"] = self.scale_coef.astype(np.float64)
             out["scale_floor"] = self.scale_floor.astype(np.float64)
@@ -94,7 +98,8 @@ class ConformalCalibration:
         floor = d.get("scale_floor")
         return cls([str(p) for p in np.asarray(d["proteins"]).tolist()], np.asarray(d["scores"], np.float32),
                    str(np.asarray(d["method"])), None if coef is None else np.asarray(coef, np.float64),
-                   None if floor is None else np.asarray(floor, np.float64))
+                   None if floor is None else np.asarray(floor, np.float64),
+                   str(np.asarray(d.get("source", "val"))))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -190,17 +195,29 @@ def coverage_metrics(cal: ConformalCalibration, pred: np.ndarray, target: np.nda
 
 
 # -- with a trained model and its data module ------------------------------------------------------------------
-def fit_and_score(model, dm, settings: dict | None = None) -> tuple[ConformalCalibration | None, dict[str, float]]:
-    """Calibrate on the validation cells and score ``settings["level"]`` intervals on the test cells.
+def calibration_split(dm) -> str:
+    """The split the intervals are calibrated on: ``calibration`` when ``data.split.calibration`` set cells aside,
+    else ``val`` (the cells that also chose the checkpoint and stopped training)."""
+    part = dm.splits.get("calibration")
+    return "calibration" if part is not None and part.n_obs > 0 else "val"
 
-    Returns (None, {}) when the validation split is empty. ``settings``: level, method, max_cells (cfg.uncertainty).
+
+def fit_and_score(model, dm, settings: dict | None = None) -> tuple[ConformalCalibration | None, dict[str, float]]:
+    """Calibrate on the calibration cells (``data.split.calibration``), else the validation cells, and score
+    ``settings["level"]`` intervals on the test cells.
+
+    With a separate calibration split, the intervals the validation cells would give are scored on the same test
+    cells as well (``test/interval/val_calibrated/*``): the measured effect of reusing the cells that chose the
+    checkpoint. Returns (None, {}) when the calibration split is empty. ``settings``: level, method, max_cells
+    (cfg.uncertainty).
     """
     from crossmodalnet.data.validate import PROTEIN_KEY
 
     settings = dict(settings or {})
     level = check_level(settings.get("level", 0.9))
     method = settings.get("method", "absolute")
-    if dm.splits["val"].n_obs == 0:
+    source = calibration_split(dm)
+    if dm.splits[source].n_obs == 0:
         log.warning("no validation cells: prediction intervals are not calibrated")
         return None, {}
 
@@ -210,17 +227,28 @@ def fit_and_score(model, dm, settings: dict | None = None) -> tuple[ConformalCal
     extra = {}
     if method == "scaled":
         extra = {"scale_pred": predict_split(model, dm, "train"), "scale_target": measured("train")}
-    cal = calibrate(predict_split(model, dm, "val"), measured("val"), dm.protein_names, method,
-                    max_cells=settings.get("max_cells", 10_000), **extra)
-    metrics = {}
+
+    def fit(split: str) -> ConformalCalibration:
+        cal = calibrate(predict_split(model, dm, split), measured(split), dm.protein_names, method,
+                        max_cells=settings.get("max_cells", 10_000), **extra)
+        cal.source = split
+        return cal
+
+    cal = fit(source)
+    metrics: dict[str, float] = {}
     needed = min_cells(level)
     if cal.n_cells < needed:  # the interval would be infinite: metrics.json holds finite numbers only
-        log.warning("%d validation cells calibrate prediction intervals; a %.0f%% interval needs at least %d, so "
-                    "it is not scored (raise data.split.val or lower uncertainty.level)", cal.n_cells,
-                    100 * level, needed)
+        log.warning("%d %s cells calibrate prediction intervals; a %.0f%% interval needs at least %d, so it is not "
+                    "scored (raise data.split.%s or lower uncertainty.level)", cal.n_cells,
+                    "validation" if source == "val" else "calibration", 100 * level, needed, source)
         return cal, metrics
     if dm.splits["test"].n_obs:
-        metrics = coverage_metrics(cal, predict_split(model, dm, "test"), measured("test"), level)
+        test_pred, test_y = predict_split(model, dm, "test"), measured("test")
+        metrics = coverage_metrics(cal, test_pred, test_y, level)
+        metrics["test/interval/separate_calibration"] = float(source == "calibration")
+        if source == "calibration" and dm.splits["val"].n_obs >= needed:
+            metrics.update(coverage_metrics(fit("val"), test_pred, test_y, level,
+                                            prefix="test/interval/val_calibrated/"))
     return cal, metrics
 
 
@@ -257,4 +285,6 @@ def add_intervals(out, model, level: float) -> None:
     out.layers["lower"], out.layers["upper"] = lower, upper
     out.uns.setdefault("crossmodalnet", {})["interval"] = {
         "level": level, "method": cal.method, "n_calibration_cells": cal.n_cells,
-        "note": "split-conformal, calibrated on the validation cells; valid for cells like them"}
+        "calibrated_on": cal.source,
+        "note": f"split-conformal, calibrated on the {'validation' if cal.source == 'val' else cal.source} cells; "
+                "valid for cells like them"}
