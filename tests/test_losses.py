@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crossmodalnet.models.losses import discriminator_loss, fader_loss, gradient_penalty, nlc_loss
+from crossmodalnet.models.losses import adversarial_loss, discriminator_loss, gradient_penalty, nlc_loss, reconstruction_loss
 from crossmodalnet.reporting.metrics import pearson_per_cell, pearson_per_protein, regression_metrics, rowwise_pearson
 
 
@@ -51,13 +51,13 @@ def test_nlc_rejects_unknown_reduction():
         nlc_loss(torch.randn(2, 3), torch.randn(2, 3), reduction="median")
 
 
-def test_fader_is_mse_plus_lambda_log_p():
+def test_paper_fader_terms_are_mse_and_log_p():
+    """The paper's Fader loss, MSE + lambda * log P(t | z), from its two terms as the model combines them."""
     pred, target = torch.randn(6, 4), torch.randn(6, 4)
     logits, t = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
     log_p = torch.log_softmax(logits, 1)[torch.arange(6), t].mean()
-    expected = F.mse_loss(pred, target) + 0.7 * log_p
-    assert fader_loss(pred, target, logits, t, 0.7).item() == pytest.approx(expected.item(), rel=1e-6)
-    assert fader_loss(pred, target, None, None, 0.7).item() == pytest.approx(F.mse_loss(pred, target).item())
+    assert reconstruction_loss(pred, target, "mse").item() == pytest.approx(F.mse_loss(pred, target).item())
+    assert adversarial_loss(logits, t, "flip").item() == pytest.approx(log_p.item(), rel=1e-6)
 
 
 def test_discriminator_loss_and_penalty():

@@ -140,12 +140,16 @@ def test_align_genes_reports_positions():
 
 
 def test_bad_checkpoint_is_a_clear_error(tmp_path, model):
-    with pytest.raises(DataError, match="checkpoint not found"):
+    with pytest.raises(DataError, match="model not found"):
         load_model(tmp_path / "nope.ckpt")
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(DataError, match="cannot load"):
+    with pytest.raises(DataError, match="no saved-model manifest"):
         load_model(junk)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "manifest.json").write_text("{not json")
+    with pytest.raises(DataError, match="cannot read the saved-model manifest"):
+        load_model(tmp_path)
     bare = load_model(model.checkpoint_path)
     bare.gene_names = None
     with pytest.raises(DataError, match="carries no gene/protein names"):

@@ -11,7 +11,7 @@ import torch
 
 from crossmodalnet.data.datamodule import CiteDataModule
 from crossmodalnet.data.simulate import simulate_cite
-from crossmodalnet.models.losses import fader_loss, nlc_loss
+from crossmodalnet.models.losses import adversarial_loss, nlc_loss, reconstruction_loss
 from crossmodalnet.models.crossmodalnet import CrossmodalNet
 from crossmodalnet.models.gradnorm import GradNorm
 from crossmodalnet.models.network import first_layer
@@ -40,14 +40,12 @@ def naive_generator_step(model: CrossmodalNet, batch, gen_opt, weight_opt) -> No
     z = net.encode(batch["x"])
     pred = net.decode(z, batch["time_weights"])
     nlc = nlc_loss(pred, batch["y"], eps=hp.nlc_eps)
-    if hp.adversary_in_gradnorm:   # paper: the adversarial term is part of GradNorm's second task
-        fader = fader_loss(pred, batch["y"], net.discriminator(z), batch["time_index"], hp.dis_lambda,
-                           hp.reconstruction, hp.adversarial_loss)
-        extra = 0.0
+    recon = reconstruction_loss(pred, batch["y"], hp.reconstruction)
+    adv = hp.dis_lambda * adversarial_loss(net.discriminator(z), batch["time_index"], hp.adversarial_loss)
+    if hp.adversary_in_gradnorm:   # paper: the adversarial term is part of GradNorm's second task (Fader)
+        fader, extra = recon + adv, 0.0
     else:                          # authors: GradNorm over NLC and reconstruction, adversary at fixed weight
-        fader = fader_loss(pred, batch["y"], None, None, 0.0, hp.reconstruction)
-        extra = fader_loss(pred, batch["y"], net.discriminator(z), batch["time_index"], hp.dis_lambda,
-                           hp.reconstruction, hp.adversarial_loss) - fader
+        fader, extra = recon, adv
     w = model.gradnorm.weights
     W = net.input_layer.weight
     params = net.generator_parameters()

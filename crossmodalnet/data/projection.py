@@ -5,12 +5,13 @@ centred, scaled component scores instead of ``g`` genes, so the first layer cost
 ``g x latent`` per cell. The projection is one affine map ``z = x @ components_.T - offset_`` (the SVD's right
 singular vectors, divided by the scores' standard deviation on the training cells), so
 
-- new files are projected exactly like training cells (the map is stored in the checkpoint, beside the gene names
-  used to align a new file's columns), and
+- new files are projected exactly like training cells (the map is stored in the saved model's manifest, beside
+  the gene names used to align a new file's columns), and
 - saliency goes back to genes by the chain rule: ``d y / d x = (d y / d z) @ components_``.
 
 The SVD is randomised (Halko et al.) and runs on the CSR matrix as is: the gene matrix is never densified whole;
-projecting new cells densifies only a block of rows at a time where the data are dense enough for BLAS to win.
+projecting new cells densifies a block of rows only above DENSE_BLOCK_DENSITY non-zeros; sparser blocks (droplet
+data) go through torch's sparse kernel as CSR.
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ log = logging.getLogger(__name__)
 
 # Rows densified at once when projecting CSR input (bounded memory: block x genes float32)
 PROJECT_BLOCK_ROWS = 4096
-# Above this fraction of non-zeros a CSR matrix is multiplied as densified row blocks (BLAS) instead of by scipy's
-# sparse product. Measured (2 cores, 4,096 cells x 22,050 genes at 15% x 128 components): the sparse product took
+# Above this fraction of non-zeros a CSR matrix is multiplied as densified row blocks (BLAS) instead of by the
+# sparse product (torch's sparse kernel). Measured (2 cores, 4,096 cells x 22,050 genes at 15% x 128 components): the sparse product took
 # 0.7-1.2 s, densifying the block alone 0.9-2.1 s, so droplet data (5-20%) stay sparse.
 DENSE_BLOCK_DENSITY = 0.5
 SCALES = ("global", "component")

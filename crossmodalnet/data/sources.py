@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from crossmodalnet.data.counts import looks_like_counts
 from crossmodalnet.data.simulate import simulate_cite
 from crossmodalnet.data.validate import PROTEIN_KEY, SOURCE_FILES_KEY, DataError
 
@@ -170,7 +171,7 @@ def canonical(
     counts = data.obsm.get("protein_counts")
     if isinstance(counts, pd.DataFrame):  # raw ADT, for dsb/clr after the split
         out.obsm["protein_counts"] = counts
-    elif _is_counts(proteins.to_numpy()):  # totalVI's obsm["protein_expression"] holds raw counts
+    elif looks_like_counts(proteins.to_numpy()):  # totalVI's obsm["protein_expression"] holds raw counts
         out.obsm["protein_counts"] = proteins.copy()
     return out
 
@@ -275,15 +276,6 @@ def read_protein_table(table: str | Path | pd.DataFrame, obs_names: pd.Index, wh
     out = frame.loc[cells].astype(np.float64)
     out.index = obs_names
     return out
-
-
-def _is_counts(values: np.ndarray) -> bool:
-    """Non-negative whole numbers (raw ADT counts); False for anything else, non-numeric included."""
-    sample = np.asarray(values).ravel()[:200_000]
-    if not np.issubdtype(sample.dtype, np.number) or np.issubdtype(sample.dtype, np.bool_):
-        return False  # validate_cite names the non-numeric columns
-    return sample.size > 0 and bool(np.isfinite(sample).all() and (sample >= 0).all()
-                                    and (sample == np.round(sample)).all() and sample.max() > 1)
 
 
 def pair_modalities(rna: ad.AnnData, prot: ad.AnnData, rna_layer: str | None = None,

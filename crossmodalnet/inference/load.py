@@ -157,8 +157,8 @@ def check_model(model, where: str = "model") -> None:
     """The metadata prediction needs: gene and protein names that match the network's sizes."""
     genes, proteins = getattr(model, "gene_names", None), getattr(model, "protein_names", None)
     if not genes or not proteins:
-        raise DataError(f"{where} carries no gene/protein names (checkpoint metadata 'crossmodalnet' missing); "
-                        "use a checkpoint written by crossmodalnet.training.run.train()")
+        raise DataError(f"{where} carries no gene/protein names; load a model saved by a finished run "
+                        "(<run dir>/model, written by crossmodalnet.training.run.train())")
     net = model.network
     projection = getattr(model, "projection", None)  # SVD input: genes -> components -> network
     if projection is not None and (projection.n_genes != len(genes) or projection.n_outputs != net.n_genes):

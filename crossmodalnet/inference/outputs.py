@@ -14,8 +14,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from crossmodalnet.data.counts import looks_like_counts
 from crossmodalnet.data.query import Query
 from crossmodalnet.errors import DataError
+from crossmodalnet.utils.atomic import atomic_path, atomic_text
 
 log = logging.getLogger("crossmodalnet")
 
@@ -42,7 +44,7 @@ def score(pred: ad.AnnData, measured: pd.DataFrame, model: Any = None, source: s
     values = measured[shared].to_numpy(dtype=np.float64)
     note = _comparable_note(values, model)
     pre = (getattr(model, "preprocessing", None) or {}) if model is not None else {}
-    if pre.get("protein") == "clr" and _looks_like_counts(values):  # the same per-cell CLR training used
+    if pre.get("protein") == "clr" and looks_like_counts(values):  # the same per-cell CLR training used
         from crossmodalnet.data.preprocess import clr
 
         values = clr(pd.DataFrame(values, columns=shared)).to_numpy(dtype=np.float64)
@@ -80,15 +82,10 @@ def score(pred: ad.AnnData, measured: pd.DataFrame, model: Any = None, source: s
     return summary
 
 
-def _looks_like_counts(values: np.ndarray) -> bool:
-    v = values[np.isfinite(values)][:200_000]
-    return v.size > 0 and bool((v >= 0).all() and (v == np.round(v)).all() and v.max() > 1)
-
-
 def _comparable_note(values: np.ndarray, model: Any) -> str:
     pre = (getattr(model, "preprocessing", None) or {}) if model is not None else {}
     protein = pre.get("protein", "as_is")
-    if protein in ("dsb", "dsb_no_empty") and _looks_like_counts(values):
+    if protein in ("dsb", "dsb_no_empty") and looks_like_counts(values):
         log.warning("the measured proteins look like raw counts but the model predicts %s-normalised values; "
                     "Pearson per protein is still comparable in rank, MSE is not", protein)
         return f"measured values look like raw counts; the model predicts protein={protein} values"
@@ -98,8 +95,7 @@ def _comparable_note(values: np.ndarray, model: Any) -> str:
 def write_scores(summary: dict, output: Path) -> Path:
     """The scores as JSON beside the output file: ``<output stem>_scores.json``."""
     path = output.with_name(f"{output.stem}_scores.json")
-    path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=float))
-    return path
+    return atomic_text(path, json.dumps(summary, indent=2, sort_keys=True, default=float))
 
 
 def predictions_frame(pred: ad.AnnData) -> pd.DataFrame:
@@ -147,7 +143,8 @@ def write_prediction(pred: ad.AnnData, query: Query, output: Path, into_input: b
                 mdata.update()
             else:
                 mdata = md.MuData({"rna": _in_memory(query.rna), PREDICTED_MOD: pred})
-            mdata.write_h5mu(output)
+            with atomic_path(output) as tmp:  # written whole, then renamed: never a half-written file
+                mdata.write_h5mu(tmp)
         return f"MuData with modalities {list(mdata.mod)} ({PREDICTED_MOD}: {pred.n_obs} cells x {pred.n_vars} proteins)"
     if output.suffix != ".h5ad":
         raise DataError(f"--output must end in .h5ad or .h5mu, got {output.name}")
@@ -155,9 +152,11 @@ def write_prediction(pred: ad.AnnData, query: Query, output: Path, into_input: b
         if query.is_mudata:
             raise DataError("--add-to-input with a .h5mu input: write a MuData (--output x.h5mu) instead")
         adata = add_to_input(_in_memory(query.rna), pred)
-        adata.write_h5ad(output)
+        with atomic_path(output) as tmp:
+            adata.write_h5ad(tmp)
         return f"the input ({adata.n_obs} cells x {adata.n_vars} genes) with obsm[{PREDICTED_KEY!r}]"
-    pred.write_h5ad(output)
+    with atomic_path(output) as tmp:
+        pred.write_h5ad(tmp)
     return f"{pred.n_obs} cells x {pred.n_vars} proteins"
 
 

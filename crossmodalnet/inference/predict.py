@@ -34,8 +34,8 @@ log = logging.getLogger("crossmodalnet")
 
 
 def log_normalize_counts(*args, **kwargs):
-    """:func:`crossmodalnet.data.simulate.log_normalize_counts`, imported when first needed."""
-    from crossmodalnet.data.simulate import log_normalize_counts as normalize
+    """:func:`crossmodalnet.data.normalize.log_normalize_counts`, imported when first needed (scipy is slow to load)."""
+    from crossmodalnet.data.normalize import log_normalize_counts as normalize
 
     return normalize(*args, **kwargs)
 
@@ -112,15 +112,6 @@ def _rows(matrix, start: int, stop: int):
     if sp.issparse(block):
         return sp.csr_matrix(block, dtype=np.float32)
     return np.asarray(block, dtype=np.float32)
-
-
-def _looks_like_counts(block) -> bool:
-    values = block.data if sp.issparse(block) else np.asarray(block).ravel()
-    values = values[:100_000]
-    values = values[np.isfinite(values)]  # a NaN is reported by name when its block is read, not as "no counts"
-    # counts with a few bad entries still count as counts: the block checks then name each bad entry
-    return values.size > 0 and bool(np.mean((values >= 0) & (values == np.round(values))) >= 0.99
-                                    and values.max() > 1)
 
 
 @dataclass
@@ -308,7 +299,10 @@ def gene_source(model, adata: ad.AnnData, layer: str | None = None, normalize: s
     if sp.issparse(matrix) and matrix.format != "csr":
         matrix = sp.csr_matrix(matrix)  # row slicing of CSC/COO is slow
     first = _rows(matrix, 0, min(matrix.shape[0], 512))
-    counts = _looks_like_counts(first)
+    from crossmodalnet.data.counts import looks_like_counts
+
+    # counts with a few bad entries still count as counts: the block checks then name each bad entry
+    counts = looks_like_counts(first, tolerance=0.01)
     if method == "log_normalize" and not counts:
         raise DataError(f"the model was trained on log-normalised raw counts, but {where} {desc} does not hold "
                         f"raw counts; put them in layers[{counts_layer!r}] (or pass layer=...)")

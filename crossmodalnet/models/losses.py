@@ -63,24 +63,6 @@ def adversarial_loss(dis_logits: torch.Tensor, time_index: torch.Tensor, kind: s
     raise ValueError(f"unknown adversarial loss {kind!r}: use one of {ADVERSARIAL_LOSSES}")
 
 
-def fader_loss(
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    dis_logits: torch.Tensor | None,
-    time_index: torch.Tensor | None,
-    dis_lambda: float,
-    reconstruction: str = "mse",
-    adversarial: str = "flip",
-) -> torch.Tensor:
-    """Reconstruction + lambda * adversarial term (paper 2.3.3 with the defaults ``mse``/``flip`` of v0.2:
-    MSE + lambda * log P(t | z)). Without a discriminator (a single time point) it is the reconstruction alone.
-    """
-    recon = reconstruction_loss(pred, target, reconstruction)
-    if dis_logits is None or dis_lambda == 0.0:
-        return recon
-    return recon + dis_lambda * adversarial_loss(dis_logits, time_index, adversarial)
-
-
 def discriminator_loss(logits: torch.Tensor, time_index: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the time point given the basal latent z (paper 2.3.2)."""
     return F.cross_entropy(logits, time_index)

@@ -19,6 +19,7 @@ import torch
 
 from crossmodalnet.data.datamodule import CiteDataModule
 from crossmodalnet.data.validate import PROTEIN_KEY
+from crossmodalnet.interpret.latent_time import encode_split
 from crossmodalnet.reporting.metrics import regression_metrics
 
 log = logging.getLogger("crossmodalnet")
@@ -38,23 +39,14 @@ def train_mean_baseline(dm: CiteDataModule, split: str = "test") -> dict[str, fl
     return metrics
 
 
-def _split_latent(model, dm: CiteDataModule, split: str) -> tuple[torch.Tensor, np.ndarray]:
-    """Basal latent states z of a split's cells (encoded once, decoded under several time weightings)."""
-    zs = []
-    with torch.inference_mode():
-        for batch in dm.loader(dm.datasets[split], shuffle=False):
-            zs.append(model.network.encode(batch["x"]))
-    target = dm.splits[split].obsm[PROTEIN_KEY].to_numpy(dtype=np.float64)
-    return torch.cat(zs), target
-
-
 def time_embedding_comparison(model, dm: CiteDataModule, split: str = "test") -> dict[str, float]:
     """The held-out time's cells predicted with the interpolated, nearest and no time embedding, and with each
     learned time; keys ``{split}/ood_{interpolate,nearest,none,at_<time>}/{pearson_cell,pearson_protein,mse}``."""
     model.eval()
     axis = model.time_axis
     labels = dm.cell_times(dm.splits[split])
-    z, target = _split_latent(model, dm, split)
+    z, _ = encode_split(model, dm, split)  # basal states, encoded once and decoded under several time weightings
+    target = dm.splits[split].obsm[PROTEIN_KEY].to_numpy(dtype=np.float64)
     weightings = {mode: axis.weight_matrix(labels, mode=mode) for mode in ("interpolate", "nearest", "none")}
     for i, t in enumerate(axis.labels):
         w = np.zeros((len(labels), axis.n_times), dtype=np.float32)
