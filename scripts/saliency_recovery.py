@@ -6,7 +6,7 @@
 
 Per data set and seed: trains the default configuration through ``train(cfg)`` (``python train.py seed=S
 torch_threads=1``, plus ``experiment=bmmc`` for BMMC) into ``<runs-dir>/<data>/seed<S>`` unless that run dir has a
-checkpoint (``--retrain`` trains again), rebuilds the same data and split from the run's ``config.yaml`` and sums
+finished model (``--retrain`` trains again), rebuilds the same data and split from the run's ``config.yaml`` and sums
 each attribution method over the training cells (at most ``--max-cells``), over all of them and over each
 protein's high cells (the top half by measured protein). Every (method, cells, ranking, null) rule is scored:
 
@@ -42,7 +42,7 @@ from crossmodalnet.interpret.saliency import METHODS  # noqa: E402
 
 DATASETS = {"bmmc": ["experiment=bmmc"], "simulator": []}
 DEFAULT_METHODS = ["gradient", "grad_x_sd", "variance_share", "grad_x_input", "integrated_gradients"]
-RANKINGS = ("absolute", "magnitude", "signed")
+RANKINGS = ("absolute", "magnitude", "signed", "directional")
 NULLS = ("none", "expression_matched")
 HIGH_FRACTION = 0.5
 # the path-integral / noise methods cost 25-60x a gradient: scored over all cells only
@@ -62,9 +62,9 @@ def train_run(seed: int, run_dir: Path, threads: int, overrides: list[str]) -> N
         subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
-def checkpoint(run_dir: Path) -> Path | None:
-    found = sorted((run_dir / "checkpoints").glob("best*.ckpt"))
-    return found[-1] if found else None
+def finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run (its saved model)."""
+    return (run_dir / "model" / "manifest.json").is_file()
 
 
 def rule_scores(model, part, proteins_idx, method: str, high: bool, max_cells: int, seed: int = 0):
@@ -113,7 +113,7 @@ def measure(data: str, run_dir: Path, methods: list[str], max_cells: int) -> tup
         raise SystemExit(f"error: the rebuilt training split differs from {run_dir / 'split.csv'}")
     if "time_weights" not in part.obsm:
         part.obsm["time_weights"] = dm.datasets["train"].time_weights.numpy()
-    model = load_model(checkpoint(run_dir))
+    model = load_model(run_dir)
     protein_names = list(part.obsm[PROTEIN_KEY].columns)
     genes = list(map(str, part.var_names))
     if data == "bmmc":
@@ -183,8 +183,9 @@ def choose(table: pd.DataFrame) -> tuple:
 
 
 def ensemble_rows(tables: dict, seeds: list[int], data: str, coding_or_truth) -> list[dict]:
-    """Each rule's rankings over the models of ``seeds`` combined by mean rank, scored like one model."""
-    from crossmodalnet.interpret.ranking import mean_rank_scores
+    """Each rule's rankings over the models of ``seeds`` combined (mean of normalised scores, and mean rank),
+    scored like one model."""
+    from crossmodalnet.interpret.ranking import ENSEMBLE, ensemble_scores
     from crossmodalnet.interpret.recovery import coding_gene_ranks, ranking_recovery
 
     out = []
@@ -193,14 +194,15 @@ def ensemble_rows(tables: dict, seeds: list[int], data: str, coding_or_truth) ->
         members = [tables[(data, s, *rule)] for s in seeds if (data, s, *rule) in tables]
         if len(members) < 2:
             continue
-        combined = mean_rank_scores(members)
         coding, truth = coding_or_truth
-        ranks = coding_gene_ranks(combined, coding)
-        row = {"data": data, "seeds": " ".join(map(str, seeds)), "method": rule[0], "cells": rule[1],
-               "rank_by": rule[2], "null": rule[3], "members": len(members),
-               "median_rank": float(ranks["rank"].median())}
-        row["auroc"] = float(ranking_recovery(combined, truth)["auroc"].mean()) if truth else np.nan
-        out.append(row)
+        for how in ENSEMBLE:
+            combined = ensemble_scores(members, how)
+            ranks = coding_gene_ranks(combined, coding)
+            row = {"data": data, "seeds": " ".join(map(str, seeds)), "method": rule[0], "cells": rule[1],
+                   "rank_by": rule[2], "null": rule[3], "combined_by": how, "members": len(members),
+                   "median_rank": float(ranks["rank"].median())}
+            row["auroc"] = float(ranking_recovery(combined, truth)["auroc"].mean()) if truth else np.nan
+            out.append(row)
     return out
 
 
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     for data in args.data:
         for seed in args.seeds:
             run_dir = runs / data / f"seed{seed}"
-            if args.retrain or checkpoint(run_dir) is None:
+            if args.retrain or not finished(run_dir):
                 train_run(seed, run_dir, args.threads, [*DATASETS[data], *args.overrides])
             rows, tabs = measure(data, run_dir, args.methods, args.max_cells or MAX_CELLS[data])
             all_rows += rows
@@ -273,10 +275,14 @@ def main(argv: list[str] | None = None) -> int:
         if ens:
             e = pd.DataFrame(ens)
             e.to_csv(runs / "ensembles_bmmc.csv", index=False)
-            lines = ["**BMMC, ensembles (rankings of the seed group's models combined by mean rank)**", "",
-                     "| method | cells | ranking | null | seeds | median coding-gene rank |", "|---|---|---|---|---|---|"]
-            for r in e.sort_values(["seeds", "median_rank"]).itertuples():
-                lines.append(f"| {r.method} | {r.cells} | {r.rank_by} | {r.null} | {r.seeds} | {r.median_rank:.1f} |")
+            lines = ["**BMMC, ensembles: each rule's rankings by the models of a seed group combined (mean of "
+                     "scores over each model's largest, or mean rank); the 12 best of each group**", "",
+                     "| method | cells | ranking | null | combined by | seeds | median coding-gene rank |",
+                     "|---|---|---|---|---|---|---|"]
+            best = e.sort_values(["seeds", "median_rank"]).groupby("seeds", sort=False).head(12)
+            for r in best.itertuples():
+                lines.append(f"| {r.method} | {r.cells} | {r.rank_by} | {r.null} | {r.combined_by} | {r.seeds} | "
+                             f"{r.median_rank:.1f} |")
             parts.append("\n".join(lines))
     if chosen is not None:
         parts.append(f"Chosen by the stated rule on seeds {selection}: method={chosen[0]}, cells={chosen[1]}, "

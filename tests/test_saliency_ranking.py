@@ -12,8 +12,8 @@ from torch import nn
 
 from conftest import shared_data
 from crossmodalnet.interpret.coding_genes import coding_gene_status, coding_gene_table, coding_genes
-from crossmodalnet.interpret.ranking import (ensemble_top, expression_matched, gene_stats, matched_neighbours,
-                                             mean_rank_scores, rank_interval, ranks)
+from crossmodalnet.interpret.ranking import (ensemble_scores, ensemble_top, expression_matched, gene_stats,
+                                             matched_neighbours, mean_rank_scores, rank_interval, ranks)
 from crossmodalnet.interpret.recovery import coding_gene_ranks
 from crossmodalnet.interpret.saliency import (SaliencyResult, high_cell_mask, prediction_centre,
                                               result_from_accumulator, saliency_from_batches)
@@ -158,10 +158,15 @@ def test_rank_interval_and_seed_ensemble_by_hand():
     np.testing.assert_allclose(out["in_top1"], [2 / 3, 1 / 3])
     frames = [pd.DataFrame([r], index=["P"], columns=list("abc")) for r in reps]
     np.testing.assert_allclose(mean_rank_scores(frames).to_numpy(), [[-5 / 3, -7 / 3, -2]])
-    top = ensemble_top(frames, "P", k=2)
+    top = ensemble_top(frames, "P", k=2, how="mean_rank")
     assert list(top["gene"]) == ["a", "c"] and list(top["rank_lo"]) == [1, 1] and list(top["rank_hi"]) == [3, 3]
-    with pytest.raises(ValueError, match="same proteins and genes"):
-        mean_rank_scores([frames[0], frames[1].rename(columns={"a": "z"})])
+    # mean of scores over each member's largest |score|: a (1 + 1/3 + 1) / 3, b (2/3 + 2/3 + 1/3) / 3, c (1/3 + 1 + 2/3) / 3
+    np.testing.assert_allclose(ensemble_scores(frames).to_numpy(), [[7 / 9, 5 / 9, 2 / 3]])
+    # members that differ by a gene: combined over the genes all share
+    shared = ensemble_scores([frames[0], frames[1].rename(columns={"a": "z"})])
+    assert list(shared.columns) == ["b", "c"]
+    with pytest.raises(ValueError, match="share proteins and genes"):
+        ensemble_scores([frames[0], frames[1].rename(columns={"a": "x", "b": "y", "c": "z"})])
 
 
 def test_bootstrap_replicates_are_poisson_weighted_sums():

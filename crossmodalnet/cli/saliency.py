@@ -1,8 +1,10 @@
 """``crossmodalnet-saliency``: which genes drive a protein, from a checkpoint and an .h5ad file.
 
 Writes, into ``--output-dir`` (default: ``<run dir of the checkpoint>/saliency``): ``saliency.csv`` (long format:
-protein, gene, saliency, abs_saliency, sd_gradient, rank), ``top_genes.csv``, per protein the top-k bar chart and
-the expression-vs-saliency scatter, and with ``--gmt`` a GSEA table and running-score plot per protein.
+protein, gene, saliency, abs_saliency, sd_gradient, score, rank), ``top_genes.csv`` (with each gene's rank interval
+over bootstrap samples of the cells and its association with the predicted protein), ``unranked.csv`` (genes that
+could not be ranked, with the reason), per protein the top-k bar chart and the expression-vs-saliency scatter, and
+with ``--gmt`` a GSEA table and running-score plot per protein.
 """
 from __future__ import annotations
 
@@ -19,18 +21,22 @@ from crossmodalnet.errors import DataError
 ad = lazy("anndata")
 pd = lazy("pandas")
 # = crossmodalnet.interpret.saliency.RANK_BY, copied so that --help does not import torch (a test checks they match)
-RANK_BY = ("magnitude", "absolute", "signed")
+RANK_BY = ("magnitude", "absolute", "signed", "directional")
 # = METHODS / DEFAULT_METHOD / DEFAULT_RANK_BY of crossmodalnet.interpret.saliency, copied for the same reason
 # (tests/test_saliency.py checks they match)
-METHODS = ("gradient", "grad_x_input", "integrated_gradients", "integrated_gradients_mean", "smoothgrad")
+METHODS = ("gradient", "grad_x_sd", "variance_share", "grad_x_input", "integrated_gradients",
+           "integrated_gradients_mean", "smoothgrad")
 DEFAULT_METHOD = "grad_x_input"
 DEFAULT_RANK_BY = "absolute"
+NULLS = ("none", "expression_matched")   # = crossmodalnet.interpret.ranking.NULLS
+DEFAULT_NULL = "none"
+DEFAULT_BOOT = 20
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossmodalnet-saliency",
                                 description="Saliency of genes for proteins (paper 2.5), top genes, figures, GSEA.")
-    p.add_argument("--checkpoint", required=True, help="Lightning .ckpt written by train()")
+    p.add_argument("--checkpoint", required=True, help="a finished run dir or its Lightning .ckpt")
     p.add_argument("--input", required=True,
                    help=".h5ad or .h5mu with the cells to aggregate over (never modified)")
     p.add_argument("--rna-mod", default="rna", help=".h5mu input: the RNA modality")
@@ -38,11 +44,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="genes per protein in tables and figures")
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help=f"per-cell attribution summed over cells (default {DEFAULT_METHOD}): gradient (paper), "
-                        "grad_x_input, integrated_gradients (from zero expression), integrated_gradients_mean "
-                        "(from the cells' mean expression), smoothgrad; see docs/interpretation.md")
+                        "grad_x_sd (gradient per unit of the gene's sd), variance_share (the gene's share of the "
+                        "predicted protein's variation over cells), grad_x_input, integrated_gradients (from zero "
+                        "expression), integrated_gradients_mean (from the cells' mean expression), smoothgrad; "
+                        "see docs/interpretation.md")
     p.add_argument("--rank-by", choices=RANK_BY, default=DEFAULT_RANK_BY,
                    help="magnitude = |sum over cells| (the paper's |gamma|), absolute = sum of |per-cell values| "
-                        "(with --method gradient: the authors' mean |gradient|), signed")
+                        "(with --method gradient: the authors' mean |gradient|), signed, directional = "
+                        "magnitude signed by the gene's association with the predicted protein (rising genes first)")
+    p.add_argument("--null", choices=NULLS, default=DEFAULT_NULL,
+                   help="expression_matched: score each gene against the genes of similar mean and sparsity "
+                        f"(removes the expression confound); default {DEFAULT_NULL}")
+    p.add_argument("--high-cells", type=float, metavar="FRACTION",
+                   help="sum each protein's attributions over this fraction of cells with the most protein only "
+                        "(measured with --protein-key, else predicted)")
+    p.add_argument("--protein-key", help="obsm key of measured proteins (cells x proteins) for --high-cells")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOT,
+                   help=f"bootstrap samples of the cells for each top gene's rank interval (default {DEFAULT_BOOT}; "
+                        "0 = none)")
     when = p.add_mutually_exclusive_group()
     when.add_argument("--time", help="one time for every cell")
     when.add_argument("--time-key", help="obs column with each cell's time (default: the training column)")
@@ -52,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--gmt", help="gene sets (.gmt) for GSEA prerank on each protein's ranking")
     p.add_argument("--gsea-permutations", type=int, default=200)
+    p.add_argument("--gsea-top", type=int,
+                   help="GSEA on only the top N genes of each ranking (the paper: 100); default: all genes")
+    p.add_argument("--gsea-direction", choices=("up", "any"), default="up",
+                   help="up (default): genes ordered by score signed by their association with the predicted "
+                        "protein (sets of genes that rise with it at the top); any: the ranking as it is")
     p.add_argument("--output-dir", help="default: <checkpoint's run dir>/saliency")
     p.add_argument("--output-h5ad", help="also write a copy of the input with varm['saliency'] and uns['saliency']")
     p.add_argument("--overwrite", action="store_true",
@@ -108,32 +132,52 @@ def _run(args) -> int:
     try:
         result = saliency(model, adata, args.protein, time=args.time, time_key=args.time_key,
                           time_mode=args.time_mode, batch_size=args.batch_size, layer=args.layer,
-                          max_cells=args.max_cells, where=str(inp), method=args.method)
+                          max_cells=args.max_cells, where=str(inp), method=args.method,
+                          high_cells=args.high_cells, protein_values=args.protein_key, n_boot=args.bootstrap,
+                          rank_by=args.rank_by, null=args.null)
         sim = dict(adata.uns.get("simulation", {}))
     finally:
         if adata.isbacked:
             adata.file.close()
     out.mkdir(parents=True, exist_ok=True)
     result.to_long(args.rank_by).to_csv(out / "saliency.csv", index=False)
-    top = pd.concat([result.top(p, args.top, args.rank_by) for p in result.proteins], ignore_index=True)
+    top = pd.concat([result.top(p, args.top) for p in result.proteins], ignore_index=True)
     top.to_csv(out / "top_genes.csv", index=False)
+    result.unranked.to_csv(out / "unranked.csv", index=False)
+    shown_cols = [c for c in ("protein", "rank", "gene", "score", "rank_lo", "rank_hi", "association")
+                  if c in top.columns]
     with pd.option_context("display.width", 120, "display.max_rows", 60):
-        print(top[["protein", "rank", "gene", "saliency", "abs_saliency"]].to_string(index=False))
+        print(top[shown_cols].to_string(index=False))
+    if args.bootstrap:
+        print(f"rank_lo-rank_hi: 90% interval of the gene's rank over {args.bootstrap} bootstrap samples of the "
+              "cells; association: r with the predicted protein (+ up, - down where it is high)")
+    coding_missing = result.unranked[result.unranked["protein"] != ""]
+    for r in coding_missing.itertuples():
+        print(f"not ranked: {r.gene} ({r.reason})")
+    if len(result.unranked) > len(coding_missing):
+        print(f"{len(result.unranked) - len(coding_missing)} genes of the input could not be ranked "
+              f"(reasons in {out / 'unranked.csv'})")
+    for note in result.notes:
+        print(f"note: {note}")
     mean_expr = result.meta["mean_expression"]
     coding = dict(zip(map(str, sim.get("protein_names", [])), map(str, sim.get("coding_gene", []))))
+    from crossmodalnet.interpret.coding_genes import coding_genes
+
+    table_genes = coding_genes(result.proteins)    # real proteins: their coding genes from the curated table
     from crossmodalnet.utils.progress import progress
 
     shown = result.proteins[:20]  # figures for at most 20 proteins; the tables hold all
     for protein in progress(shown, len(shown), "figures and GSEA per protein", show=bool(args.gmt)):
         tag = _safe(protein)
-        plots.plot_saliency_top(result, protein, out / f"saliency_top_{tag}.png", args.top, args.rank_by)
-        highlight = [g for g in (coding.get(protein, protein),) if g in mean_expr.index]
+        plots.plot_saliency_top(result, protein, out / f"saliency_top_{tag}.png", args.top)
+        known = (coding[protein],) if protein in coding else table_genes.get(protein, (protein,))
+        highlight = [g for g in known if g in mean_expr.index]
         plots.plot_expression_vs_saliency(result, mean_expr, protein, out / f"expression_vs_saliency_{tag}.png",
-                                          args.top, args.rank_by, highlight)
+                                          args.top, None, highlight)
         if args.gmt:
             _gsea(result, protein, args, out / f"gsea_{tag}")
     if args.output_h5ad:
-        result.add_to(adata, k=args.top, by=args.rank_by)
+        result.add_to(adata, k=args.top)
         adata.write_h5ad(Path(args.output_h5ad).expanduser())
     print(f"saliency ({args.method}) of {len(result.proteins)} proteins over {result.n_cells} cells written to "
           f"{out}")
@@ -142,9 +186,10 @@ def _run(args) -> int:
 
 def _gsea(result, protein: str, args, stem: Path) -> None:
     from crossmodalnet.reporting import figures as plots
-    from crossmodalnet.interpret.gsea import gsea_prerank
+    from crossmodalnet.interpret.gsea import saliency_gsea
 
-    res = gsea_prerank(result.ranking(protein, args.rank_by), args.gmt, permutation_num=args.gsea_permutations)
+    res = saliency_gsea(result, protein, args.gmt, direction=args.gsea_direction, top=args.gsea_top,
+                        permutation_num=args.gsea_permutations, min_size=3 if args.gsea_top else 5)
     res.table.to_csv(f"{stem}.csv", index=False)
     plots.plot_gsea_running_score(res, res.table["term"].iloc[0], f"{stem}.png", protein=protein)
     print(f"GSEA {protein}: top set {res.table['term'].iloc[0]!r} (NES {res.table['nes'].iloc[0]:.2f}, "

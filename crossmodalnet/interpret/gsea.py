@@ -75,3 +75,30 @@ def gsea_prerank(ranking: pd.Series, gene_sets: str | Path | dict[str, list[str]
         running[term] = (np.asarray(r["RES"], dtype=float), np.asarray(r["hits"], dtype=int))
     table = pd.DataFrame(rows).sort_values(["nes", "pval"], ascending=[False, True], ignore_index=True)
     return GseaResult(table, running, rnk)
+
+
+GSEA_DIRECTIONS = ("up", "any")
+
+
+def saliency_gsea(result, protein: str, gene_sets: str | Path | dict[str, list[str]], *, by: str | None = None,
+                  null: str | None = None, direction: str = "up", top: int | None = None,
+                  **options) -> GseaResult:
+    """GSEA prerank of one protein's saliency ranking (a :class:`~crossmodalnet.interpret.saliency.SaliencyResult`).
+
+    ``direction="up"`` (default) orders genes by the size of their score signed by their association with the
+    predicted protein, so the sets enriched at the top are those of genes the model uses that go *up* where the
+    protein is high (an importance ranking alone mixes a protein's positive and negative markers: for CD3 the B-cell
+    and monocyte MHC class II genes that mark the cells without it). ``"any"``: the ranking as it is. ``top=100``:
+    the paper's setting (only the 100 highest-ranked genes). ``options``: see :func:`gsea_prerank`.
+    """
+    if direction not in GSEA_DIRECTIONS:
+        raise ValueError(f"direction must be one of {GSEA_DIRECTIONS}, got {direction!r}")
+    kwargs = {k: v for k, v in (("by", by), ("null", null)) if v is not None}
+    ranking = result.ranking(protein, **kwargs)
+    if direction == "up":
+        if getattr(result, "association", None) is None:
+            raise ValueError("direction='up' needs the genes' association with the predicted protein; this result "
+                             "has none (use direction='any')")
+        sign = np.sign(result.association.loc[protein, ranking.index].to_numpy())
+        ranking = pd.Series(ranking.abs().to_numpy() * np.where(sign == 0, 1.0, sign), index=ranking.index)
+    return gsea_prerank(ranking, gene_sets, top=top, **options)

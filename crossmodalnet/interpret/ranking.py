@@ -84,28 +84,47 @@ def rank_interval(replicate_scores: np.ndarray, genes: np.ndarray, level: float 
     return out
 
 
-def mean_rank_scores(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Rankings of several models (seeds, an ensemble) combined: minus each gene's mean rank over the members, so
-    higher = better and members on different scales weigh the same. ``frames``: proteins x genes score tables
-    over the same proteins and genes."""
+ENSEMBLE = ("mean", "mean_rank")
+
+
+def ensemble_scores(frames: Sequence[pd.DataFrame], how: str = "mean") -> pd.DataFrame:
+    """Rankings of several models (seeds, an ensemble) combined into one, over the proteins and genes all members
+    share (gene filters fit on each training split can differ by a few genes). ``how="mean"``: the mean of each
+    member's scores divided by that protein's largest |score| (members on different scales weigh the same; a gene
+    strong in one member and weak in others keeps some credit); ``"mean_rank"``: minus the mean rank (robust to
+    one member's outliers). Higher = better either way."""
     if not frames:
         raise ValueError("no rankings to combine")
-    first = frames[0]
-    stack = []
-    for f in frames:
-        if not (f.index.equals(first.index) and f.columns.equals(first.columns)):
-            raise ValueError("rankings to combine must cover the same proteins and genes in the same order")
-        stack.append(ranks(f.to_numpy()))
-    return pd.DataFrame(-np.mean(stack, axis=0), index=first.index, columns=first.columns)
+    if how not in ENSEMBLE:
+        raise ValueError(f"how must be one of {ENSEMBLE}, got {how!r}")
+    proteins = [p for p in frames[0].index if all(p in f.index for f in frames[1:])]
+    genes = [g for g in frames[0].columns if all(g in f.columns for f in frames[1:])]
+    if not proteins or not genes:
+        raise ValueError("rankings to combine must share proteins and genes")
+    members = [f.loc[proteins, genes].to_numpy(dtype=np.float64) for f in frames]
+    if how == "mean_rank":
+        combined = -np.mean([ranks(m) for m in members], axis=0)
+    else:
+        combined = np.mean([m / np.maximum(np.abs(m).max(1, keepdims=True), 1e-300) for m in members], axis=0)
+    return pd.DataFrame(combined, index=pd.Index(proteins, name=frames[0].index.name),
+                        columns=pd.Index(genes, name=frames[0].columns.name))
 
 
-def ensemble_top(frames: Sequence[pd.DataFrame], protein: str, k: int = 10, level: float = 0.9) -> pd.DataFrame:
-    """The top ``k`` genes of ``protein`` by mean rank over the members, with the ``level`` interval of each
-    gene's rank over the members (``rank_lo``, ``rank_hi``) and how many members put it in the top k."""
-    combined = mean_rank_scores(frames).loc[protein].sort_values(ascending=False, kind="stable")
+def mean_rank_scores(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """:func:`ensemble_scores` by mean rank."""
+    return ensemble_scores(frames, "mean_rank")
+
+
+def ensemble_top(frames: Sequence[pd.DataFrame], protein: str, k: int = 10, level: float = 0.9,
+                 how: str = "mean") -> pd.DataFrame:
+    """The top ``k`` genes of ``protein`` in the combined ranking (:func:`ensemble_scores`), with the ``level``
+    interval of each gene's rank over the members (``rank_lo``, ``rank_hi``) and the fraction of members that put it
+    in the top k: the seed-to-seed stability of the list."""
+    table = ensemble_scores(frames, how)
+    combined = table.loc[protein].sort_values(ascending=False, kind="stable")
     genes = combined.index[:k]
-    idx = frames[0].columns.get_indexer(genes)
-    member = np.stack([f.loc[protein].to_numpy(dtype=np.float64) for f in frames])
+    idx = table.columns.get_indexer(genes)
+    member = np.stack([f.loc[protein, table.columns].to_numpy(dtype=np.float64) for f in frames])
     out = pd.DataFrame({"protein": protein, "gene": genes, "rank": np.arange(1, len(genes) + 1),
-                        "mean_rank": -combined.iloc[:k].to_numpy()})
+                        "score": combined.iloc[:k].to_numpy()})
     return pd.concat([out, rank_interval(member, idx, level, k).set_axis(out.index)], axis=1)

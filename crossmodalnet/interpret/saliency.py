@@ -32,7 +32,7 @@ from crossmodalnet.data.validate import DataError
 from crossmodalnet.interpret.ranking import NULLS, apply_null, gene_stats, matched_neighbours, rank_interval
 from crossmodalnet.models.network import first_layer
 
-RANK_BY = ("magnitude", "absolute", "signed")
+RANK_BY = ("magnitude", "absolute", "signed", "directional")
 # per-cell attributions, see the module docstring; the default recovers the simulator's causal genes best
 # (docs/interpretation.md, scripts/saliency_recovery.py)
 METHODS = ("gradient", "grad_x_sd", "variance_share", "grad_x_input", "integrated_gradients",
@@ -224,6 +224,9 @@ class SaliencyAccumulator:
     expr_sq: np.ndarray = field(init=False)
     expr_nonzero: np.ndarray = field(init=False)
     expr_cells: int = field(init=False, default=0)
+    pred_sum: np.ndarray = field(init=False)
+    pred_sq: np.ndarray = field(init=False)
+    pred_x: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         shape = (self.n_proteins, self.n_genes)
@@ -235,6 +238,27 @@ class SaliencyAccumulator:
             self.boot_signed = np.zeros((self.n_boot, *shape), np.float32)
             self.boot_absolute = np.zeros((self.n_boot, *shape), np.float32)
         self.expr_sum, self.expr_sq, self.expr_nonzero = (np.zeros(self.n_genes, np.float64) for _ in range(3))
+        self.pred_sum, self.pred_sq = np.zeros(self.n_proteins), np.zeros(self.n_proteins)
+        self.pred_x = np.zeros(shape, np.float64)
+
+    def add_prediction(self, yhat: torch.Tensor, x: torch.Tensor) -> None:
+        """Count the selected proteins' predictions (proteins x cells) of a batch counted by
+        :meth:`add_expression`, for each gene's correlation with each predicted protein (its direction)."""
+        y = yhat.double()
+        self.pred_sum += y.sum(1).numpy()
+        self.pred_sq += y.square().sum(1).numpy()
+        self.pred_x += (y @ x.double()).numpy()
+
+    def association(self) -> np.ndarray:
+        """Pearson correlation over the cells seen of every gene with every predicted protein (0 where either is
+        constant): whether a gene goes up (+) or down (-) where the model predicts more of the protein."""
+        n = max(self.expr_cells, 1)
+        cov = self.pred_x / n - np.outer(self.pred_sum / n, self.expr_sum / n)
+        var_y = np.clip(self.pred_sq / n - (self.pred_sum / n) ** 2, 0, None)
+        var_x = np.clip(self.expr_sq / n - (self.expr_sum / n) ** 2, 0, None)
+        denom = np.sqrt(np.outer(var_y, var_x))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(denom > 1e-12, cov / denom, 0.0)
 
     def add_expression(self, x: torch.Tensor) -> None:
         """Count a batch of cells' expression (cells x genes) once, for the genes' mean, sd and sparsity."""
@@ -335,10 +359,10 @@ def saliency_from_batches(module: nn.Module, batches: Iterable[tuple], proteins:
             if b == 0:
                 continue
             acc.add_expression(x_t)
+            with torch.no_grad():
+                yhat_all = target(x_t, tw_t).double().T                                    # (outputs, b)
+            acc.add_prediction(yhat_all[list(proteins)], x_t)
             boot = _poisson_weights(n_boot, b, generator)
-            if share:
-                with torch.no_grad():
-                    yhat_all = target(x_t, tw_t).double().T                                # (outputs, b)
             width = net.input_layer.out_features if net is not None else n_genes
             per_protein = b * (max(width, n_genes) if per_cell or net is None else width)  # floats per protein
             chunk = max(1, GRADIENT_BUDGET // (per_protein * (1 + bool(n_boot))))
@@ -397,6 +421,7 @@ class SaliencyResult:
     boot_absolute: np.ndarray | None = None
     unranked: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["gene", "protein", "reason"]))
     notes: list[str] = field(default_factory=list)
+    association: pd.DataFrame | None = None
 
     def __repr__(self) -> str:
         n_boot = 0 if self.boot_signed is None else len(self.boot_signed)
@@ -415,8 +440,14 @@ class SaliencyResult:
 
     @property
     def default_rank_by(self) -> str:
-        """The ranking the package recommends (:data:`DEFAULT_RANK_BY`); figures use it when given none."""
-        return DEFAULT_RANK_BY
+        """The ranking used when none is given: ``meta["rank_by"]`` (set by :func:`saliency`), else
+        :data:`DEFAULT_RANK_BY`; figures use it too."""
+        return self.meta.get("rank_by") or DEFAULT_RANK_BY
+
+    @property
+    def default_null(self) -> str:
+        """The null used when none is given: ``meta["null"]``, else :data:`DEFAULT_NULL`."""
+        return self.meta.get("null") or DEFAULT_NULL
 
     def _neighbours(self) -> np.ndarray:
         if "_nbr_cache" not in self.__dict__:
@@ -430,29 +461,37 @@ class SaliencyResult:
         return self.gene_stats
 
     def _score_array(self, signed: np.ndarray, absolute: np.ndarray, by: str, null: str) -> np.ndarray:
+        by, null = by or self.default_rank_by, null or self.default_null
         if by not in RANK_BY:
             raise ValueError(f"rank by one of {RANK_BY}, got {by!r}")
-        raw = {"magnitude": np.abs(signed), "absolute": absolute, "signed": signed}[by]
+        if by == "directional":  # |gamma| signed by the gene's direction: genes that rise with the protein first
+            if self.association is None:
+                raise ValueError("rank_by='directional' needs the genes' association with the predicted protein")
+            direction = np.sign(self.association.to_numpy())
+            raw = np.abs(signed) * np.where(direction == 0, 1.0, direction)
+        else:
+            raw = {"magnitude": np.abs(signed), "absolute": absolute, "signed": signed}[by]
         if by == "absolute" and np.isnan(raw).all():
             raise ValueError("rank_by='absolute' needs per-cell sums: compute the saliency with per_cell=True")
         if null not in NULLS:
             raise ValueError(f"null must be one of {NULLS}, got {null!r}")
         return raw if null == "none" else apply_null(raw, null, self._stats(), self._neighbours())
 
-    def scores(self, by: str = DEFAULT_RANK_BY, null: str = DEFAULT_NULL) -> pd.DataFrame:
+    def scores(self, by: str | None = None, null: str | None = None) -> pd.DataFrame:
         """Ranking scores: ``magnitude`` = |gamma_j|, ``absolute`` = sum over cells of |per-cell attribution|
-        (for ``gradient``: the authors' mean |gradient| ranking), ``signed`` = gamma_j; with
+        (for ``gradient``: the authors' mean |gradient| ranking), ``signed`` = gamma_j, ``directional`` = |gamma_j|
+        signed by the gene's association with the predicted protein (genes that rise with it first); with
         ``null="expression_matched"`` each turned into a robust z-score against the genes of similar mean and
         sparsity (:mod:`crossmodalnet.interpret.ranking`)."""
         arr = self._score_array(self.signed.to_numpy(), self.absolute.to_numpy(), by, null)
         return pd.DataFrame(arr, index=self.signed.index, columns=self.signed.columns)
 
-    def ranking(self, protein: str, by: str = DEFAULT_RANK_BY, null: str = DEFAULT_NULL) -> pd.Series:
+    def ranking(self, protein: str, by: str | None = None, null: str | None = None) -> pd.Series:
         """All genes for one protein, highest score first."""
         self._check(protein)
         return self.scores(by, null).loc[protein].sort_values(ascending=False, kind="stable")
 
-    def rank_replicates(self, protein: str, by: str = DEFAULT_RANK_BY, null: str = DEFAULT_NULL) -> np.ndarray:
+    def rank_replicates(self, protein: str, by: str | None = None, null: str | None = None) -> np.ndarray:
         """The protein's scores in every bootstrap replicate (replicates x genes), under the same rule."""
         if self.boot_signed is None:
             raise ValueError("no bootstrap replicates: compute the saliency with n_boot > 0")
@@ -460,11 +499,12 @@ class SaliencyResult:
         return self._score_array(self.boot_signed[:, j].astype(np.float64),
                                  self.boot_absolute[:, j].astype(np.float64), by, null)
 
-    def top(self, protein: str, k: int = 10, by: str = DEFAULT_RANK_BY, null: str = DEFAULT_NULL,
+    def top(self, protein: str, k: int = 10, by: str | None = None, null: str | None = None,
             level: float = 0.9) -> pd.DataFrame:
         """The ``k`` highest-ranked genes: score, saliency, per-cell mean and sd, 95% interval of the mean and,
         with bootstrap replicates, the ``level`` interval of the gene's rank over bootstrap samples of the cells
-        (``rank_lo``, ``rank_hi``) and how often it stays in the top k (``in_top<k>``)."""
+        (``rank_lo``, ``rank_hi``) and how often it stays in the top k (``in_top<k>``); ``association``: the gene's
+        Pearson r with the predicted protein over the cells (+ up, - down where the protein is high)."""
         ranked = self.ranking(protein, by, null)
         genes = ranked.index[:k]
         n = max(float(self.meta.get("cells_per_protein", {}).get(protein, self.n_cells)), 1.0)
@@ -476,13 +516,15 @@ class SaliencyResult:
             "abs_saliency": self.absolute.loc[protein, genes].to_numpy(),
             "mean_gradient": self.signed.loc[protein, genes].to_numpy() / n,
             "sd_gradient": sd, "ci95": 1.96 * sd / np.sqrt(n)})
+        if self.association is not None:  # + : the gene goes up where the model predicts more of the protein
+            out["association"] = self.association.loc[protein, genes].to_numpy()
         if self.boot_signed is not None:
             idx = self.signed.columns.get_indexer(genes)
             interval = rank_interval(self.rank_replicates(protein, by, null), idx, level, k)
             out = pd.concat([out, interval.set_axis(out.index)], axis=1)
         return out
 
-    def to_long(self, by: str = DEFAULT_RANK_BY, null: str = DEFAULT_NULL) -> pd.DataFrame:
+    def to_long(self, by: str | None = None, null: str | None = None) -> pd.DataFrame:
         """Long format: one row per (protein, gene) with its score and rank within the protein."""
         long = self.signed.stack().rename("saliency").to_frame()
         long["abs_saliency"] = self.absolute.stack()
@@ -493,8 +535,8 @@ class SaliencyResult:
         long.index.names = ["protein", "gene"]
         return long.reset_index().sort_values(["protein", "rank"], ignore_index=True)
 
-    def add_to(self, adata: ad.AnnData, key: str = "saliency", k: int = 10, by: str = DEFAULT_RANK_BY,
-               null: str = DEFAULT_NULL) -> None:
+    def add_to(self, adata: ad.AnnData, key: str = "saliency", k: int = 10, by: str | None = None,
+               null: str | None = None) -> None:
         """Store in ``adata``: ``varm[key]`` / ``varm[key + '_abs']`` (genes x proteins, 0 for genes the model
         lacks) and ``uns[key]`` (proteins, number of cells, ranking rule, top-k genes per protein, unranked genes
         and notes)."""
@@ -504,6 +546,7 @@ class SaliencyResult:
         adata.varm[key] = signed.to_numpy(np.float32)
         adata.varm[f"{key}_abs"] = absolute.to_numpy(np.float32)
         scores = self.scores(by, null)
+        by, null = by or self.default_rank_by, null or self.default_null
         adata.uns[key] = {"proteins": np.asarray(self.proteins, dtype=object).astype(str),
                           "n_cells": int(self.n_cells), "rank_by": by, "null": null,
                           "method": str(self.meta.get("method", "")),
@@ -524,7 +567,7 @@ def saliency(model, adata: ad.AnnData, proteins: str | Iterable[str] | None = No
              max_cells: int | None = None, seed: int = 0, where: str = "input",
              method: str = DEFAULT_METHOD, high_cells: float | None = None,
              protein_values: str | pd.DataFrame | np.ndarray | None = None, n_boot: int = DEFAULT_BOOT,
-             **options: Any) -> SaliencyResult:
+             rank_by: str | None = None, null: str | None = None, **options: Any) -> SaliencyResult:
     """Saliency of the checkpoint's genes for ``proteins`` (a name, a list, or None = all) over ``adata``'s cells.
 
     Genes are aligned and normalised exactly as in :func:`crossmodalnet.inference.predict.predict`; the time of each cell
@@ -534,9 +577,15 @@ def saliency(model, adata: ad.AnnData, proteins: str | Iterable[str] | None = No
     ``high_cells``: a fraction; sum each protein's attributions only over that fraction of cells with the highest
     protein (``protein_values``: an obsm key or DataFrame of measured proteins; None = the model's prediction).
     ``n_boot``: Poisson bootstrap replicates of the cells, for the rank intervals of :meth:`SaliencyResult.top`
-    (0 = none). The result lists the genes it could not rank (``unranked``) and its caveats (``notes``).
+    (0 = none). ``rank_by`` / ``null``: the ranking rule the result uses when none is given (None = the
+    defaults, :data:`DEFAULT_RANK_BY` / :data:`DEFAULT_NULL`). The result lists the genes it could not rank
+    (``unranked``) and its caveats (``notes``).
     """
     check_method(method)
+    if rank_by is not None and rank_by not in RANK_BY:
+        raise DataError(f"unknown rank_by {rank_by!r}: choose one of {', '.join(RANK_BY)}")
+    if null is not None and null not in NULLS:
+        raise DataError(f"unknown null {null!r}: choose one of {', '.join(NULLS)}")
     from crossmodalnet.inference.load import as_model
     from crossmodalnet.inference.predict import gene_source, resolve_time
 
@@ -578,6 +627,7 @@ def saliency(model, adata: ad.AnnData, proteins: str | Iterable[str] | None = No
                                 n_boot=n_boot, boot_seed=seed, centre=centre if method == "variance_share" else None,
                                 **options)
     meta = {"time_mode": time_mode, "n_missing_genes": len(source.alignment.missing), "method": method,
+            "rank_by": rank_by or DEFAULT_RANK_BY, "null": null or DEFAULT_NULL,
             "cells": "all" if high_cells is None else
             f"top {high_cells:.0%} by {'measured' if protein_values is not None else 'predicted'} protein"}
     result = result_from_accumulator(acc, protein_names, model.gene_names, meta=meta)
@@ -602,9 +652,9 @@ def _protein_values(model, adata: ad.AnnData, proteins: Sequence[str], source, k
     None = use the model's prediction."""
     if source is None:
         return None
-    table = adata.obsm[source] if isinstance(source, str) else source
     if isinstance(source, str) and source not in adata.obsm:
         raise DataError(f"protein_values={source!r} is not an obsm key of the input ({list(adata.obsm.keys())})")
+    table = adata.obsm[source] if isinstance(source, str) else source
     if isinstance(table, pd.DataFrame):
         missing = [p for p in proteins if p not in table.columns]
         if missing:
@@ -692,5 +742,7 @@ def result_from_accumulator(acc: SaliencyAccumulator, proteins: Sequence[str], g
         meta.setdefault("mean_expression", stats["mean"].copy())
     meta.setdefault("cells_per_protein", dict(zip(map(str, proteins), acc.counts.tolist())))
     boot = lambda a: None if a is None else (a * scale.astype(np.float32))  # noqa: E731
+    assoc = (pd.DataFrame(acc.association(), index=pd.Index(list(proteins), name="protein"),
+                          columns=pd.Index([str(g) for g in genes], name="gene")) if acc.expr_cells else None)
     return SaliencyResult(frame(acc.signed), frame(acc.absolute), frame(acc.std()), acc.n_cells, meta, stats,
-                          boot(acc.boot_signed), boot(acc.boot_absolute))
+                          boot(acc.boot_signed), boot(acc.boot_absolute), association=assoc)
