@@ -78,3 +78,22 @@ def trained_ood_run(tmp_path_factory):
             f"paths.output_dir={run_dir}"])
     metrics = train(cfg)
     return run_dir, metrics, Path(metrics["best_checkpoint"])
+
+
+@pytest.fixture(scope="module")
+def model(trained_ood_run):
+    """The saved model of :func:`trained_ood_run` (learned days 2 and 4), loaded once per test module."""
+    from crossmodalnet.inference.load import load_model
+
+    return load_model(trained_ood_run[0])
+
+
+@pytest.fixture(scope="module")
+def new_cells():
+    """Cells of the simulation the model was trained on (demo_fast sizes and seed)."""
+    return simulate_cite(n_cells=300, n_genes=200, n_proteins=12, seed=0)
+
+
+@pytest.fixture(scope="module")
+def cells(new_cells):
+    return new_cells

@@ -1,7 +1,6 @@
 """Baselines: the common fit/predict interface, the MLP LightningModules, and `python train.py model=<name>`."""
 from __future__ import annotations
 
-import json
 
 import anndata as ad
 import lightning as L

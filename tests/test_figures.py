@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from crossmodalnet.data.simulate import simulate_cite
 from crossmodalnet.data.validate import DataError
 from crossmodalnet.reporting import figures as plots
 from crossmodalnet.interpret.gsea import gsea_prerank
@@ -26,16 +25,6 @@ def assert_png(path: Path, min_pixels: int = 200) -> None:
     image = imread(path)
     assert image.shape[0] >= min_pixels and image.shape[1] >= min_pixels
     assert image[..., :3].std() > 0.01, f"{path} is blank"
-
-
-@pytest.fixture(scope="module")
-def model(trained_ood_run):
-    return load_model(trained_ood_run[2])
-
-
-@pytest.fixture(scope="module")
-def cells():
-    return simulate_cite(n_cells=300, n_genes=200, n_proteins=12, seed=0)
 
 
 def png_text(path: Path) -> str:

@@ -6,22 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from crossmodalnet.data.simulate import simulate_cite
 from crossmodalnet.data.timepoints import TimeAxis, TimeError
 from crossmodalnet.data.validate import DataError
 from crossmodalnet.interpret.time_embedding import interpolated_embedding, time_embedding_pca
-from crossmodalnet.inference.predict import load_model, predict, resolve_time
-
-
-@pytest.fixture(scope="module")
-def model(trained_ood_run):
-    return load_model(trained_ood_run[2])
-
-
-@pytest.fixture(scope="module")
-def new_cells():
-    """The demo_fast simulation (same seed and sizes as the trained model's data)."""
-    return simulate_cite(n_cells=300, n_genes=200, n_proteins=12, seed=0)
+from crossmodalnet.inference.predict import predict, resolve_time
 
 
 def test_midpoint_gives_equal_weights_and_seen_times_are_one_hot():

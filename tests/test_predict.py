@@ -12,21 +12,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from crossmodalnet.data.simulate import simulate_cite
 from crossmodalnet.data.validate import DataError
 from crossmodalnet.cli.predict import main
 from crossmodalnet.inference.predict import align_genes, load_model, predict
-
-
-@pytest.fixture(scope="module")
-def model(trained_ood_run):
-    return load_model(trained_ood_run[2])
-
-
-@pytest.fixture(scope="module")
-def new_cells():
-    """Cells of the same simulation the model was trained on (demo_fast sizes and seed)."""
-    return simulate_cite(n_cells=300, n_genes=200, n_proteins=12, seed=0)
 
 
 def _direct(model, x: np.ndarray, t: float) -> np.ndarray:

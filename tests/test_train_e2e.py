@@ -1,7 +1,6 @@
 """End-to-end: `python train.py ...` in a fresh process, as a user runs it; every experiment config composes."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import anndata as ad
 import pytest

@@ -348,7 +348,7 @@ def test_sweep_interrupted_resumed_and_best_config_retrains(tmp_path, local_ray)
     assert (run_dir / "tune_sweep.png").stat().st_size > 10_000
     best_file = run_dir / "configs" / "experiment" / "demo_fast_best.yaml"
     text = best_file.read_text()
-    assert text.startswith("# @package _global_") and f"experiment=demo_fast_best" in text
+    assert text.startswith("# @package _global_") and "experiment=demo_fast_best" in text
 
     # train.py takes the best configuration and, on the trial's thread count, reproduces the best trial
     # (hydra.searchpath=[file://DIR] is the override form of --config-dir DIR)
