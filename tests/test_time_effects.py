@@ -157,6 +157,14 @@ def test_time_effect_figure_states_the_agreement_with_the_truth(tmp_path):
 def test_nlc_curve_figure(tmp_path):
     from crossmodalnet.reporting.figures import plot_nlc_curve
 
+    from crossmodalnet.models.losses import nlc_loss
+
     text = _says(plot_nlc_curve(tmp_path / "s1.png"))
     assert "r = 0: 0.693" in text and "r = 0.5: 0.288" in text  # -log(1/2), -log(3/4)
     assert "-log(eps) = 13.8" in text
+    # the curve is the model's loss: rows whose correlation with the target is exactly 0 and 0.5
+    y = torch.tensor([[1.0, -1.0, 0.0, 0.0], [1.0, -1.0, 0.0, 0.0]])
+    u = torch.tensor([0.0, 0.0, 1.0, -1.0])  # orthogonal to y's row, same norm, both centred
+    pred = torch.stack([u, 0.5 * y[1] + (0.75 ** 0.5) * u])
+    per_cell = nlc_loss(pred, y, reduction="none")
+    np.testing.assert_allclose(per_cell.numpy(), [np.log(2), -np.log(0.75)], rtol=1e-5)
