@@ -16,11 +16,12 @@ def test_onehot_columns_are_standardised_indicators():
     days = [0, 0, 1, 2, 4, 4, 4, 4]
     f = TimeFeatures("onehot").fit(weights(days), AXIS)
     out = f.transform(weights([4, 0]))
-    # column "day 4": 4 of 8 training cells -> mean 0.5, sd 0.5: a day-4 cell scores (1 - 0.5) / 0.5 = 1
-    assert out[0, 3] == pytest.approx(1.0) and out[1, 3] == pytest.approx(-1.0)
-    # column "day 0": 2 of 8 -> mean 0.25, sd sqrt(0.25 * 0.75): a day-0 cell scores 0.75 / 0.4330 = 1.732
-    assert out[1, 0] == pytest.approx(0.75 / np.sqrt(0.25 * 0.75))
-    assert f.n_features == 4
+    # column "day 0": 2 of 8 -> mean 0.25, sd sqrt(0.25 * 0.75): a day-0 cell scores 0.75 / 0.4330 = 1.732,
+    # a day-4 cell -0.25 / 0.4330
+    sd = np.sqrt(0.25 * 0.75)
+    assert out[1, 0] == pytest.approx(0.75 / sd) and out[0, 0] == pytest.approx(-0.25 / sd)
+    # the centred indicators sum to zero: the last ("day 4") is the others' combination and is dropped
+    assert f.n_features == 3
 
 
 def test_poly_by_hand():
@@ -68,7 +69,7 @@ def test_errors_are_clear():
     donors = TimeAxis.from_labels(["s1d1", "s1d2"], categorical=True)
     with pytest.raises(TimeFeatureError, match="categorical: use time_features=onehot"):
         TimeFeatures("poly").fit(weights(["s1d1", "s1d2"], donors), donors)
-    assert TimeFeatures("onehot").fit(weights(["s1d1", "s1d2"], donors), donors).n_features == 2
+    assert TimeFeatures("onehot").fit(weights(["s1d1", "s1d2"], donors), donors).n_features == 1  # 2 donors: 1 column
     one = TimeAxis.from_labels([3])
     with pytest.raises(TimeFeatureError, match="at least 2 training times"):
         TimeFeatures("poly").fit(weights([3, 3], one), one)
@@ -83,6 +84,16 @@ def test_round_trip_through_dict():
     f = TimeFeatures("spline", knots=3).fit(weights([0, 1, 2, 4, 4]), AXIS)
     g = TimeFeatures.from_dict(f.to_dict())
     np.testing.assert_array_equal(f.transform(weights([1, 4])), g.transform(weights([1, 4])))
+
+
+def test_a_column_dependent_in_training_is_dropped():
+    """Two training times: u^2 = a + b u on them, so poly(2) keeps only u (no untrained direction at a new time)."""
+    axis = TimeAxis.from_labels([2, 3])
+    axis.extrapolation = "extrapolate"
+    f = TimeFeatures("poly", degree=2).fit(weights([2, 3, 3], axis), axis)
+    assert f.n_features == 1                               # u^2 is a linear function of u on two times
+    out = f.transform(weights([2, 3, 4], axis))[:, 0]
+    assert out[2] - out[1] == pytest.approx(out[1] - out[0])
 
 
 def test_none_has_no_columns():

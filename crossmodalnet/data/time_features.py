@@ -17,7 +17,10 @@ The cells' times arrive as the time weights every model of the project reads (``
 one-hot on the learned times for a seen time, interpolation weights for an unseen one inside the range, linear
 extrapolation weights beyond it, so ``weights @ values`` is the numeric time itself). Every column is then
 standardised on the training cells (mean 0, SD 1), so ridge penalties and network inputs see it on the scale of
-everything else. Numeric encodings need numeric times; categorical conditions (e.g. donors) take ``onehot``.
+everything else. A column that is constant on the training cells, or a linear combination of the columns
+before it there (``u^2`` with only two training times), is dropped: it adds nothing in training, and at a new
+time it would meet a direction no training cell fixed (an MLP's untrained initial weights). Numeric encodings need numeric
+times; categorical conditions (e.g. donors) take ``onehot``.
 """
 from __future__ import annotations
 
@@ -72,6 +75,7 @@ class TimeFeatures:
         self.knots_: np.ndarray | None = None
         self.center_: np.ndarray | None = None
         self.scale_: np.ndarray | None = None
+        self.keep_: np.ndarray | None = None   # columns not constant on the training cells
 
     @property
     def enabled(self) -> bool:
@@ -108,9 +112,13 @@ class TimeFeatures:
             seen = (np.asarray(self.axis.values, dtype=np.float64) - self.t_mean_) / self.t_scale_
             self.knots_ = seen if self.knots is None else np.linspace(seen.min(), seen.max(), self.knots)
         raw = self._raw(weights)
-        self.center_ = raw.mean(0)
         sd = raw.std(0)
-        self.scale_ = np.where(sd > 0, sd, 1.0)
+        self.keep_ = _independent_columns((raw - raw.mean(0)) / np.where(sd > 0, sd, 1.0))
+        if not self.keep_.any():
+            raise TimeFeatureError(f"time_features={self.kind}: every time column is constant on the training "
+                                   f"cells (training times {self.axis.labels})")
+        self.center_ = raw.mean(0)[self.keep_]
+        self.scale_ = sd[self.keep_]
         return self
 
     def transform(self, weights: np.ndarray) -> np.ndarray:
@@ -119,7 +127,7 @@ class TimeFeatures:
             return np.zeros((len(weights), 0), dtype=np.float32)
         if not self.fitted:
             raise RuntimeError("time features: call fit() first")
-        raw = self._raw(self._check_weights(weights))
+        raw = self._raw(self._check_weights(weights))[:, self.keep_]
         return ((raw - self.center_) / self.scale_).astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,7 +136,8 @@ class TimeFeatures:
                 "axis": None if self.axis is None else self.axis.to_dict(), "t_mean": self.t_mean_,
                 "t_scale": self.t_scale_, "knots_": None if self.knots_ is None else self.knots_.tolist(),
                 "center": None if self.center_ is None else self.center_.tolist(),
-                "scale": None if self.scale_ is None else self.scale_.tolist()}
+                "scale": None if self.scale_ is None else self.scale_.tolist(),
+                "keep": None if self.keep_ is None else self.keep_.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TimeFeatures":
@@ -137,6 +146,7 @@ class TimeFeatures:
         out.t_mean_, out.t_scale_ = float(d["t_mean"]), float(d["t_scale"])
         for key, attr in (("knots_", "knots_"), ("center", "center_"), ("scale", "scale_")):
             setattr(out, attr, None if d[key] is None else np.asarray(d[key], dtype=np.float64))
+        out.keep_ = None if d.get("keep") is None else np.asarray(d["keep"], dtype=bool)
         return out
 
     # -- internals ------------------------------------------------------------------------------------------------
@@ -169,6 +179,20 @@ class TimeFeatures:
         if self.kind == "poly":
             return np.stack([u ** k for k in range(1, self.degree + 1)], axis=1)
         return natural_spline_basis(u, self.knots_)
+
+
+def _independent_columns(z: np.ndarray, tol: float = 1e-8) -> np.ndarray:
+    """Greedy: keep a centred column when it raises the rank of the columns kept so far."""
+    rows = np.unique(np.round(z, 12), axis=0)          # the distinct training times are all that matter
+    keep = np.zeros(z.shape[1], dtype=bool)
+    rank = 0
+    for j in range(z.shape[1]):
+        trial = keep.copy()
+        trial[j] = True
+        r = np.linalg.matrix_rank(rows[:, trial], tol=tol * max(1.0, float(np.abs(rows).max()))) if len(rows) else 0
+        if r > rank:
+            keep, rank = trial, r
+    return keep
 
 
 def _plain(x: float) -> float | int:
