@@ -69,10 +69,9 @@ def finished(run_dir: Path) -> bool:
 
 def rule_scores(model, part, proteins_idx, method: str, high: bool, max_cells: int, seed: int = 0):
     """SaliencyResult of ``method`` over (a seeded subset of) ``part``'s cells, all cells or each protein's high
-    cells (by measured protein)."""
+    cells (by measured protein); with the cells and measured proteins used."""
     from crossmodalnet.data.validate import PROTEIN_KEY
-    from crossmodalnet.interpret.saliency import (high_cell_mask, needs_baseline, prediction_centre,
-                                                  result_from_accumulator, saliency_from_batches)
+    from crossmodalnet.interpret.saliency import high_cell_mask, saliency_of_cells
 
     rows = np.arange(part.n_obs)
     if part.n_obs > max_cells:
@@ -82,15 +81,10 @@ def rule_scores(model, part, proteins_idx, method: str, high: bool, max_cells: i
     weights = part.obsm["time_weights"][rows] if "time_weights" in part.obsm else None
     measured = part.obsm[PROTEIN_KEY].to_numpy(dtype=np.float64)[rows][:, proteins_idx]
     mask = high_cell_mask(measured, np.ones(len(rows), bool), HIGH_FRACTION) if high else None
-    batches = [(x[i:i + 128], None if weights is None else weights[i:i + 128],
-                None if mask is None else mask[i:i + 128]) for i in range(0, len(rows), 128)]
-    baseline = centre = None
-    if needs_baseline(method):  # the mean expression (and prediction) of the same cells
-        baseline, centre = prediction_centre(model, batches, proteins_idx)
-    acc = saliency_from_batches(model, batches, proteins_idx, x.shape[1], method=method, baseline=baseline,
-                                centre=centre if method == "variance_share" else None)
-    return result_from_accumulator(acc, [part.obsm[PROTEIN_KEY].columns[i] for i in proteins_idx],
-                                   list(part.var_names), meta={"method": method}), x, measured
+    names = [part.obsm[PROTEIN_KEY].columns[i] for i in proteins_idx]
+    res = saliency_of_cells(model, x, weights, proteins_idx, names, list(part.var_names), method=method, mask=mask,
+                            batch_size=128)
+    return res, x, measured
 
 
 def measure(data: str, run_dir: Path, methods: list[str], max_cells: int) -> tuple[list[dict], dict]:

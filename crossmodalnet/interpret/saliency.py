@@ -42,6 +42,7 @@ DEFAULT_METHOD = "grad_x_input"     # best mean AUROC, 3 seeds of the default si
 DEFAULT_RANK_BY = "absolute"        # sum over cells of |attribution|: never cancels between cells
 DEFAULT_NULL = "none"
 DEFAULT_BOOT = 20           # Poisson bootstrap replicates of the cells for rank intervals
+BOOT_BUDGET = 2**26         # float32s held by the replicate sums (256 MiB); fewer replicates above it
 IG_STEPS = 32              # Gauss-Legendre points of the integrated-gradients path integral
 SMOOTHGRAD_SAMPLES = 16    # noisy copies per cell
 SMOOTHGRAD_NOISE = 0.1     # noise sd as a fraction of the batch's expression range (Smilkov et al. use 0.1-0.2)
@@ -623,6 +624,8 @@ def saliency(model, adata: ad.AnnData, proteins: str | Iterable[str] | None = No
     centre = None
     if needs_baseline(method):  # a first pass for the mean expression (and prediction) of these cells
         baseline, centre = prediction_centre(model, batches(with_mask=False), idx)
+    asked_boot = n_boot
+    n_boot = min(int(n_boot), BOOT_BUDGET // max(2 * len(idx) * len(model.gene_names), 1))
     acc = saliency_from_batches(model, batches(), idx, len(model.gene_names), method=method, baseline=baseline,
                                 n_boot=n_boot, boot_seed=seed, centre=centre if method == "variance_share" else None,
                                 **options)
@@ -633,7 +636,38 @@ def saliency(model, adata: ad.AnnData, proteins: str | Iterable[str] | None = No
     result = result_from_accumulator(acc, protein_names, model.gene_names, meta=meta)
     result.unranked = unranked_genes(model.gene_names, adata.var_names, source.alignment.missing, protein_names)
     result.notes = ranking_notes(model, source.alignment.missing)
+    if n_boot < asked_boot:
+        result.notes.append(f"{n_boot} bootstrap replicates instead of {asked_boot}: {len(idx)} proteins x "
+                            f"{len(model.gene_names)} genes; ask for fewer proteins for more")
     return result
+
+
+def saliency_of_cells(model, x, time_weights: np.ndarray | None, proteins: Sequence[int],
+                      protein_names: Sequence[str], gene_names: Sequence[str], *, method: str = DEFAULT_METHOD,
+                      per_cell: bool = True, mask: np.ndarray | None = None, baseline: np.ndarray | None = None,
+                      n_boot: int = 0, seed: int = 0, batch_size: int = 256, meta: dict | None = None,
+                      **options: Any) -> SaliencyResult:
+    """Saliency of cells already in memory (``x``: cells x genes, dense or sparse, as the model reads them):
+    what the training run's recovery metrics and the benchmark use. ``proteins``: indices of the model's outputs,
+    named ``protein_names``; ``mask``: (cells, len(proteins)) 0/1 cells that count per protein; ``baseline``: the
+    genes' reference for ``integrated_gradients_mean`` / ``variance_share`` (None = the mean of these cells)."""
+    n = x.shape[0]
+
+    def batches(with_mask: bool = True):
+        for i in range(0, n, batch_size):
+            block = x[i:i + batch_size]
+            block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
+            tw = None if time_weights is None else time_weights[i:i + batch_size]
+            yield block, tw, (mask[i:i + batch_size] if with_mask and mask is not None else None)
+
+    centre = None
+    if needs_baseline(method):
+        mean, centre = prediction_centre(model, batches(False), proteins)
+        baseline = mean if baseline is None else baseline
+    acc = saliency_from_batches(model, batches(), list(proteins), len(gene_names), per_cell=per_cell, method=method,
+                                baseline=baseline, n_boot=n_boot, boot_seed=seed,
+                                centre=centre if method == "variance_share" else None, **options)
+    return result_from_accumulator(acc, protein_names, gene_names, meta={"method": method, **(meta or {})})
 
 
 def high_cell_mask(values: np.ndarray, keep: np.ndarray, fraction: float) -> np.ndarray:

@@ -65,22 +65,17 @@ def recovery_saliency(model, dm: CiteDataModule, split: str = "train", max_cells
     """Saliency of every protein by ``method`` (None = the default) over a seeded subset of ``max_cells`` cells
     of ``split``, as a :class:`~crossmodalnet.interpret.saliency.SaliencyResult`. ``integrated_gradients_mean``
     starts at the mean expression of all of ``split``'s cells (the training mean for ``train``)."""
-    from crossmodalnet.interpret.saliency import (DEFAULT_METHOD, needs_baseline, result_from_accumulator,
-                                                  saliency_from_batches)
+    from crossmodalnet.interpret.saliency import DEFAULT_METHOD, saliency_of_cells
 
     method = method or DEFAULT_METHOD
     part = dm.splits[split]
     rows = np.arange(part.n_obs)
     if part.n_obs > max_cells:
         rows = np.sort(np.random.default_rng(seed).choice(part.n_obs, max_cells, replace=False))
-    genes = part.X[rows]
     weights = dm.datasets[split].time_weights.numpy()[rows]
-    baseline = np.asarray(part.X.mean(0)).ravel() if needs_baseline(method) else None
-    batch = 256
-    batches = ((genes[i:i + batch].toarray(), weights[i:i + batch]) for i in range(0, len(rows), batch))
-    acc = saliency_from_batches(model, batches, list(range(dm.n_proteins)), dm.n_genes, per_cell=per_cell,
-                                method=method, baseline=baseline, **options)
-    return result_from_accumulator(acc, dm.protein_names, dm.gene_names, meta={"method": method})
+    baseline = np.asarray(part.X.mean(0)).ravel() if method == "integrated_gradients_mean" else None
+    return saliency_of_cells(model, part.X[rows], weights, list(range(dm.n_proteins)), dm.protein_names,
+                             dm.gene_names, method=method, per_cell=per_cell, baseline=baseline, **options)
 
 
 def saliency_recovery(model, dm: CiteDataModule, split: str = "train", max_cells: int = RECOVERY_MAX_CELLS,
