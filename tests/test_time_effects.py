@@ -168,3 +168,23 @@ def test_nlc_curve_figure(tmp_path):
     pred = torch.stack([u, 0.5 * y[1] + (0.75 ** 0.5) * u])
     per_cell = nlc_loss(pred, y, reduction="none")
     np.testing.assert_allclose(per_cell.numpy(), [np.log(2), -np.log(0.75)], rtol=1e-5)
+
+
+@pytest.mark.parametrize("encoding", ["lookup", "spline", "fourier"])
+def test_every_time_encoding_goes_through_the_same_forward(encoding):
+    """Nothing encoding-specific: the effect at t is the mean of model(x, weights(t)) minus the learned mean."""
+    from crossmodalnet.inference.predict import resolve_time
+
+    torch.manual_seed(0)
+    model = CrossmodalNet(n_genes=5, n_proteins=3, time_axis={"labels": [0, 1, 2, 4], "values": [0.0, 1.0, 2.0, 4.0]},
+                          latent_dim=8, dis_hidden=4, time_encoding=encoding, time_init_std=0.5).eval()
+    model.protein_names = ["a", "b", "c"]
+    x = np.random.default_rng(1).random((10, 5)).astype(np.float32)
+    eff = time_effects_from_inputs(model, x, times=[0, 1, 2, 3, 4])
+    obs = pd.DataFrame(index=[str(i) for i in range(10)])
+    with torch.no_grad():
+        means = {t: model(torch.from_numpy(x), torch.from_numpy(resolve_time(model, obs, time=t)[1])).mean(0).numpy()
+                 for t in [0, 1, 2, 3, 4]}
+    learned_mean = np.mean([means[t] for t in [0, 1, 2, 4]], axis=0)
+    np.testing.assert_allclose(eff["3"], means[3] - learned_mean, atol=1e-5)
+    assert eff.attrs["kind"]["3"] == "interpolated"
