@@ -79,7 +79,7 @@ def test_fit_mudata_and_predict_h5mu_from_the_command_line(sim, tmp_path):
     assert run.metrics["test/pearson_cell"] > 0.5
     query = _mudata(sim[:50])
     query.write_h5mu(tmp_path / "query.h5mu")
-    # a baseline's run dir (checkpoints/ridge.joblib) through crossmodalnet-predict, .h5mu in and out
+    # a baseline's run dir (model/model.joblib) through crossmodalnet-predict, .h5mu in and out
     assert main(["--checkpoint", str(tmp_path / "run"), "--input", str(tmp_path / "query.h5mu"),
                  "--output", str(tmp_path / "out.h5mu"), "--plots-dir", "none"]) == 0
     out = md.read_h5mu(tmp_path / "out.h5mu")
@@ -126,9 +126,9 @@ def test_missing_proteins_name_the_real_keys(sim, tmp_path):
         from_anndata(path=str(tmp_path / "x.h5ad"), protein_key="adt", protein_names_key="names")
 
 
-def test_load_a_baseline_joblib_predicts_what_training_predicted(sim, tmp_path):
+def test_load_a_saved_baseline_predicts_what_training_predicted(sim, tmp_path):
     run = crossmodalnet.fit(sim, model="ridge", output_dir=tmp_path / "run", **FAST)
-    loaded = crossmodalnet.load(tmp_path / "run" / "checkpoints" / "ridge.joblib")
+    loaded = crossmodalnet.load(tmp_path / "run" / "model" / "model.joblib")  # a file of the saved model
     assert loaded.metrics["test/pearson_cell"] == run.metrics["test/pearson_cell"]
     test = ad.read_h5ad(tmp_path / "run" / "predictions.h5ad")
     pred = loaded.predict(sim[test.obs_names].copy(), time=3)  # a time is ignored: ridge has no time input

@@ -159,7 +159,7 @@ def test_mlp_mse_optimises_mse(tiny_adata):
 def test_train_py_runs_a_baseline_and_writes_the_run_dir(tmp_path):
     proc, metrics = run_train(tmp_path, "experiment=demo_fast", "model=ridge")
     run = tmp_path / "run"
-    for name in ("config.yaml", "metrics.json", "predictions.h5ad", "split.csv", "checkpoints/ridge.joblib"):
+    for name in ("config.yaml", "metrics.json", "predictions.h5ad", "split.csv", "model/model.joblib", "model/manifest.json"):
         assert (run / name).exists(), name
     for key in ("test/pearson_cell", "test/pearson_protein", "test/mse", "train/fit_seconds"):
         assert np.isfinite(metrics[key]), key

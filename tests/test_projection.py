@@ -263,7 +263,7 @@ def test_a_baseline_saved_with_the_projection_predicts_new_files(tmp_path):
     expected = ad.read_h5ad(tmp_path / "predictions.h5ad")
     cells = simulate_cite(n_cells=300, n_genes=200, n_proteins=12, seed=0)[expected.obs_names]
     order = np.random.default_rng(0).permutation(cells.n_vars)
-    got = predict(load_trained(metrics["model_file"]), cells[:, order].copy())
+    got = predict(load_trained(metrics["model_dir"]), cells[:, order].copy())
     np.testing.assert_allclose(got.X, expected.X, rtol=1e-5, atol=1e-5)
 
 

@@ -108,8 +108,13 @@ class CiteDataModule(L.LightningDataModule):
         source_name: str | None = None,
         time_order: list | None = None,
         time_categorical: bool = False,
+        name: str | None = None,
+        data_dir: str | None = None,
     ) -> None:
+        """Arguments are the keys of a ``configs/data`` file (``name`` = ``source_name``; ``data_dir`` is only read
+        by the source's own config); ``source`` is the AnnData or a function that loads it on :meth:`setup`."""
         super().__init__()
+        source_name = source_name or name
         self.source = source
         self.time_key = time_key
         self.time_order = None if time_order is None else list(time_order)  # data.time_order

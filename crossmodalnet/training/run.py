@@ -43,32 +43,20 @@ log = logging.getLogger("crossmodalnet")
 
 
 def build_datamodule(cfg: DictConfig) -> CiteDataModule:
-    """The data module described by ``cfg.data`` (source loaded lazily on ``setup``)."""
+    """The data module ``cfg.data`` describes (its ``_target_``, CiteDataModule); the source is loaded on ``setup``."""
     data = cfg.data
-    source_cfg = data.source
 
     def load():
         try:
-            return hydra.utils.instantiate(source_cfg, _convert_="all")
+            return hydra.utils.instantiate(data.source, _convert_="all")
         except hydra.errors.InstantiationException as err:  # a loader's DataError: show it, not Hydra's wrapper
             if isinstance(err.__cause__, DataError):
                 raise err.__cause__ from None
             raise
 
-    return CiteDataModule(
-        source=load,
-        time_key=data.get("time_key"),
-        holdout_time=data.get("holdout_time"),
-        split=OmegaConf.to_container(data.split, resolve=True) if data.get("split") else None,
-        preprocess=_preprocess_settings(cfg),
-        batch_size=data.batch_size,
-        num_workers=data.get("num_workers", 0),
-        sparse_input=data.get("sparse_input", "auto"),
-        seed=cfg.seed,
-        source_name=data.get("name"),
-        time_order=OmegaConf.to_container(data.time_order) if data.get("time_order") is not None else None,
-        time_categorical=bool(data.get("time_categorical", False)),
-    )
+    spec = {k: v for k, v in OmegaConf.to_container(data, resolve=True).items() if k not in ("source", "preprocess")}
+    spec.setdefault("_target_", f"{CiteDataModule.__module__}.{CiteDataModule.__qualname__}")  # an older data config
+    return hydra.utils.instantiate(spec, source=load, preprocess=_preprocess_settings(cfg), seed=cfg.seed)
 
 
 def _preprocess_settings(cfg: DictConfig) -> dict | None:
