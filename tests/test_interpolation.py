@@ -24,9 +24,13 @@ def test_midpoint_gives_equal_weights_and_seen_times_are_one_hot():
 
 def test_outside_range_uses_nearest_with_a_warning():
     axis = TimeAxis.from_labels([2, 4])
+    axis.extrapolation = "nearest"   # a model with model.time_extrapolation=nearest (the paper's lookup table)
     with pytest.warns(UserWarning, match="outside the learned range.*nearest learned time 4"):
         w = axis.weights(9)
     np.testing.assert_array_equal(w, [0, 1])
+    axis.extrapolation = "extrapolate"
+    with pytest.warns(UserWarning, match="outside the learned range.*extrapolating"):
+        np.testing.assert_allclose(axis.weights(9), [-2.5, 3.5])   # weights @ (2, 4) = 9
 
 
 def test_learned_model_knows_its_times(model):
@@ -67,28 +71,52 @@ def test_prediction_at_unseen_time_uses_the_interpolated_embedding(model, new_ce
     x = torch.from_numpy(new_cells.X.toarray())
     net = model.network.eval()
     with torch.no_grad():
-        e = net.time_embedding
-        manual = net.decoder(net.encode(x) + 0.5 * (e[0] + e[1])).numpy()
-        at_2 = net.decoder(net.encode(x) + e[0]).numpy()
+        z = net.encode(x)
+        half = torch.full((x.shape[0], 2), 0.5)
+        manual = net.decode(z, half).numpy()
+        at_2 = net.decode(z, torch.tensor([[1.0, 0.0]]).repeat(x.shape[0], 1)).numpy()
+        none = net.decode(z, None).numpy()
+        # day 11 on the learned days 2, 4: extrapolation weights (-3.5, 4.5), whose weighted time is 11
+        late = net.decode(z, torch.tensor([[-3.5, 4.5]]).repeat(x.shape[0], 1)).numpy()
     np.testing.assert_allclose(pred.X, manual, rtol=1e-4, atol=1e-5)
     assert not np.allclose(pred.X, at_2, atol=1e-3)  # the time really changes the prediction
+    assert not np.allclose(pred.X, none, atol=1e-3)  # and the midpoint is not "no time" (the paper's flaw)
     assert (pred.obs["prediction_time"] == "3").all()
     np.testing.assert_allclose(pred.obsm["time_weights"].to_numpy(), 0.5)
-    with pytest.warns(UserWarning, match="nearest learned time 4"):
+    assert model.hparams.time_extrapolation == "extrapolate"   # the default (docs/formulation.md)
+    with pytest.warns(UserWarning, match="outside the learned range.*extrapolating"):
         far = predict(model, new_cells, time=11)
-    np.testing.assert_allclose(far.X, predict(model, new_cells, time=4).X, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(far.X, late, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(far.X, predict(model, new_cells, time=4).X, atol=1e-3)
 
 
 def test_time_embedding_pca_places_the_midpoint_between_learned_times(model):
     pca = time_embedding_pca(model, extra_times=[3])
     assert pca["time"].tolist() == ["2", "4", "3"]
     assert pca["kind"].tolist() == ["learned", "learned", "interpolated"]
+    assert pca.attrs["explained_variance_ratio"][0] == pytest.approx(1.0)  # two points: one direction
+    net = model.network
+    with torch.no_grad():   # the representation the network uses: its time terms at the time's weights
+        at = net.time_representation(torch.tensor([[0.25, 0.75], [1.0, 0.0]]), 2).numpy()
+    np.testing.assert_allclose(interpolated_embedding(model, 3.5), at[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(interpolated_embedding(model, 2), at[1], rtol=1e-5, atol=1e-6)
+
+
+def test_lookup_table_midpoint_is_the_mean_of_its_rows():
+    """The paper's lookup + add_latent: the midpoint's representation is the mean of the two learned rows."""
+    from crossmodalnet.interpret.time_embedding import embedding_matrix
+    from crossmodalnet.models.crossmodalnet import CrossmodalNet
+
+    torch.manual_seed(0)
+    paper = CrossmodalNet(6, 3, time_axis=TimeAxis.from_labels([2, 4]).to_dict(), latent_dim=8, dis_hidden=4,
+                          time_init_std=1.0)
+    e = paper.network.time_embedding.detach().numpy()
+    np.testing.assert_allclose(embedding_matrix(paper), e, rtol=1e-6)
+    np.testing.assert_allclose(interpolated_embedding(paper, 3.5), 0.25 * e[0] + 0.75 * e[1], rtol=1e-5)
+    pca = time_embedding_pca(paper, extra_times=[3])
     learned = pca.loc[pca.kind == "learned", ["PC1", "PC2"]].to_numpy()
     mid = pca.loc[pca.kind == "interpolated", ["PC1", "PC2"]].to_numpy()[0]
     np.testing.assert_allclose(mid, learned.mean(0), atol=1e-6)
-    assert pca.attrs["explained_variance_ratio"][0] == pytest.approx(1.0)  # two points: one direction
-    e = model.network.time_embedding.detach().numpy()
-    np.testing.assert_allclose(interpolated_embedding(model, 3.5), 0.25 * e[0] + 0.75 * e[1], rtol=1e-5)
 
 
 def test_ood_metrics_report_interpolated_nearest_and_none(trained_ood_run):
