@@ -127,7 +127,7 @@ def plot(summary: pd.DataFrame, path: Path, chosen: str, title: str) -> Path:
 
     group_keys = [k for k in summary.columns if k.startswith("model.") and k != "model.dis_lambda"]
     groups = list(summary.groupby(group_keys)) if group_keys else [((), summary)]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 6.2))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 7.4))
     colors = plt.cm.viridis(np.linspace(0, 0.85, len(groups)))
     lam = summary["model.dis_lambda"]
     floor = lam[lam > 0].min() / 10 if (lam > 0).any() else 0.01
@@ -139,9 +139,9 @@ def plot(summary: pd.DataFrame, path: Path, chosen: str, title: str) -> Path:
             sel &= (summary[k] == v).to_numpy()
         part = summary[sel].sort_values("_x")
         label = ", ".join(_describe(k, v) for k, v in zip(group_keys, key))
-        axes[0].plot(part["_x"], part["val/time_probe_accuracy"], "o-", color=color, label=f"fresh probe; {label}")
+        axes[0].plot(part["_x"], part["val/time_probe_accuracy"], "o-", color=color, label=f"fresh probe ({label})")
         axes[0].plot(part["_x"], part["val/time_dis_accuracy"], "x:", color=color, alpha=0.8,
-                     label=f"model's discriminator; {label}")
+                     label=f"model's discriminator ({label})")
         axes[1].plot(part["_x"], part["val/best_pearson_cell"], "o-", color=color, label=label)
         axes[2].scatter(part["val/excess_time"], part["val/best_pearson_cell"], color=color, label=label)
     refs = [("val/time_probe_basal_accuracy", "probe on the true basal state (biology)", "#c0392b"),
@@ -167,8 +167,7 @@ def plot(summary: pd.DataFrame, path: Path, chosen: str, title: str) -> Path:
     axes[2].set_xlim(min(-0.02, summary["val/excess_time"].min() - 0.02), summary["val/excess_time"].max() + 0.02)
     axes[2].set_title("Trade-off (one point per setting)", fontsize=10)
     for ax in axes:
-        ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2 if ax is axes[0]
-                  else 1)
+        ax.legend(fontsize=6.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
     fig.suptitle(f"{title}; validation means over the selection seeds", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -178,7 +177,7 @@ def plot(summary: pd.DataFrame, path: Path, chosen: str, title: str) -> Path:
 
 def _describe(key: str, value: float) -> str:
     if key.endswith("learning_step"):
-        return f"discriminator on 1 step in {int(value)}"
+        return f"discriminator 1 step in {int(value)}"
     return f"{key.split('.')[-1]} {value:g}"
 
 
