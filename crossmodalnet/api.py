@@ -78,7 +78,9 @@ def fit(
         protein_key: obsm key of the proteins (a DataFrame, or an array named by ``uns[protein_names_key]``).
         time_key: obs column with each cell's time point or condition; None for data without times.
         model: a model config name: crossmodalnet, mlp_mse, mlp_nlc, linear, ridge, svd_ridge, lightgbm, scipenn.
-        output_dir: the run dir (default: ``crossmodalnet_runs/<model>_<timestamp>``).
+        output_dir: the run dir (default: ``logs/runs/<timestamp>`` in the working directory, where
+            ``python train.py`` writes too); ``Run.run_dir`` is always absolute. The run's log goes to
+            ``<run dir>/train.log``, as on the command line.
         experiment: an experiment config (``configs/experiment``), applied before everything else here.
         overrides: Hydra override strings, e.g. ``["data.preprocess.rna=log_normalize"]``.
         protein_names_key: uns key listing the protein names of an array in ``obsm[protein_key]``.
@@ -100,8 +102,8 @@ def fit(
 
     group_overrides = [f"model={model}", *([f"experiment={experiment}"] if experiment else []), "data=anndata"]
     cfg = _compose([*group_overrides, *overrides])
-    run_dir = Path(output_dir) if output_dir is not None else (
-        Path("crossmodalnet_runs") / f"{model}_{_time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = _run_dir(output_dir)
+    _check_run_dir(run_dir, overwrite=bool(params.get("overwrite", False)))
     key = None
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
@@ -125,9 +127,15 @@ def fit(
             cfg.data.source = OmegaConf.create({"_target_": "crossmodalnet.api.in_memory", "key": key, **options})
         for name, value in params.items():
             OmegaConf.update(cfg, _config_path(cfg, name), value, merge=False)
+    from crossmodalnet.training.rundir import unlock_run_dir
+
+    handler = _train_log(run_dir)  # run_dir/train.log, as Hydra writes it for the command line
     try:
         metrics = train(cfg)
     finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+        unlock_run_dir(run_dir)  # also after a failure: this process no longer trains in it
         if key is not None:
             _MEMORY.pop(key, None)
     from crossmodalnet.inference.load import load_trained
@@ -151,7 +159,9 @@ def load(path: str | Path) -> "Run":
         from omegaconf import OmegaConf
 
         config = OmegaConf.load(run_dir / "config.yaml")
-    return Run(load_trained(folder), run_dir=run_dir, metrics=metrics, config=config)
+    data, options = _training_data(config)
+    return Run(load_trained(folder), run_dir=run_dir, metrics=metrics, config=config, data=data,
+               data_options=options)
 
 
 class Run:
@@ -243,7 +253,9 @@ class Run:
 
         data = self._data if data is None else data
         if data is None:
-            raise DataError("saliency needs cells: pass data=<AnnData, MuData or .h5ad/.h5mu path>")
+            raise DataError("saliency needs cells: this run's training data cannot be read back (it was an "
+                            "in-memory AnnData, or its file is gone); pass data=<AnnData, MuData or .h5ad/.h5mu "
+                            "path>")
         q = read_query(data, rna_mod=kwargs.pop("rna_mod", self._data_options.get("rna_mod", "rna")),
                        protein_mod=self._data_options.get("protein_mod", "prot"), default_protein_keys=())
         try:
@@ -260,6 +272,65 @@ class Run:
 
 
 # -- helpers -------------------------------------------------------------------------------------------------------
+def _run_dir(output_dir: str | Path | None) -> Path:
+    """The run dir, absolute: ``output_dir``, or ``logs/runs/<timestamp>`` under the working directory, the
+    folder ``python train.py`` / ``crossmodalnet-train`` use (``_2``, ``_3``, ... when two start in one second)."""
+    if output_dir is not None:
+        return Path(output_dir).expanduser().resolve()
+    base = Path.cwd() / "logs" / "runs" / _time.strftime("%Y-%m-%d_%H-%M-%S")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}_{n}")
+    return path
+
+
+def _check_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """fit's own words for the run-dir checks of train() (a finished run, a run in progress)."""
+    from crossmodalnet.training.rundir import RunDirInUse, finished, lock_run_dir
+
+    if finished(run_dir) and not overwrite:
+        raise DataError(f"run dir {run_dir} already holds a finished run (metrics.json); choose a new dir "
+                        "(fit(output_dir=...)), or pass fit(..., overwrite=True) to replace it")
+    try:
+        lock_run_dir(run_dir)
+    except RunDirInUse as err:
+        raise RunDirInUse(str(err).replace("(hydra.run.dir=... or paths.output_dir=...)",
+                                           "(fit(output_dir=...))")) from None
+
+
+def _train_log(run_dir: Path) -> logging.Handler:
+    """A handler writing what the run logs to ``run_dir/train.log``, in the format of the command line's."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if logging.getLogger("crossmodalnet").getEffectiveLevel() > logging.INFO:
+        logging.getLogger("crossmodalnet").setLevel(logging.INFO)  # the file gets the run's INFO lines
+    return handler
+
+
+def _training_data(config: Any) -> tuple[str | None, dict]:
+    """The training data file of a saved run (``data.source.path`` or ``rna_path`` of its config.yaml) when it is
+    still there, so ``load(run).saliency()`` defaults to the training cells as ``fit(...).saliency()`` does."""
+    if config is None:
+        return None, {}
+    from omegaconf import OmegaConf
+
+    try:
+        source = OmegaConf.to_container(config.data.source, resolve=True)
+    except Exception:  # an unresolvable or unusual config: no default data
+        return None, {}
+    options = {"rna_mod": source.get("rna_mod", "rna"), "protein_mod": source.get("protein_mod", "prot")}
+    for key in ("path", "rna_path"):
+        value = source.get(key)
+        if value and Path(str(value)).expanduser().is_file():
+            return str(Path(str(value)).expanduser()), options
+    return None, options
+
+
 def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

@@ -249,3 +249,161 @@ def test_quiet_default_hides_third_party_chatter_and_verbose_shows_it():
         assert "y.py:3" in warnings.formatwarning("m", UserWarning, "/x/y.py", 3)
     finally:
         set_verbosity(False)
+
+
+# -- atomic writes ----------------------------------------------------------------------------------------------------
+def test_a_writer_that_fails_midway_leaves_the_previous_file_and_no_temp(tmp_path):
+    from crossmodalnet.utils.atomic import WriteError, atomic_path, atomic_write
+
+    target = tmp_path / "pred.h5ad"
+    target.write_text("the earlier, complete file")
+
+    def half_then_fail(handle):
+        handle.write("half of it")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(WriteError) as caught:
+        atomic_write(target, half_then_fail)
+    assert str(caught.value) == f"could not write {target}: no space left on device"
+    assert target.read_text() == "the earlier, complete file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.h5ad"]  # no .partial left
+    with pytest.raises(KeyError):  # any other failure: re-raised as it is, temp removed all the same
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise KeyError("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.h5ad"]
+
+
+def test_h5py_style_error_text_gives_a_one_line_cause():
+    from crossmodalnet.utils.atomic import describe
+
+    err = OSError("Can't synchronously write data (file write failed: time = Mon\n, filename = 'x', errno = 28, "
+                  "error message = 'No space left on device')")
+    assert describe(err) == "no space left on device"
+    assert describe(OSError("something\nelse")) == "something else"
+
+
+def test_unwritable_folder_is_one_line(tmp_path):
+    import os
+
+    from crossmodalnet.utils.atomic import WriteError, atomic_text
+
+    if os.geteuid() == 0:
+        pytest.skip("root may write into a read-only folder: EACCES cannot be provoked this way")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(WriteError, match=r"could not write .*ro/x.json: permission denied$"):
+            atomic_text(folder / "x.json", "{}")
+    finally:
+        folder.chmod(0o700)
+
+
+def test_written_files_keep_the_usual_permissions(tmp_path):
+    import os
+
+    from crossmodalnet.utils.atomic import atomic_text
+
+    path = atomic_text(tmp_path / "a.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.fixture
+def full_filesystem(tmp_path):
+    """A 64 KiB tmpfs (needs root and mount permission; skipped with the reason otherwise)."""
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'mount failed'})")
+    yield mount
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_predict_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, full_filesystem):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import run_train
+
+    from crossmodalnet.data.simulate import simulate_cite
+
+    run_train(tmp_path, "experiment=demo_fast", "model=ridge", "torch_threads=1", "+plots=false")
+    query = tmp_path / "query.h5ad"
+    simulate_cite(n_cells=2000, n_genes=200, n_proteins=12, seed=0).write_h5ad(query)
+    out = full_filesystem / "pred.h5ad"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, "-m", "crossmodalnet.cli.predict", "--checkpoint", str(tmp_path / "run"),
+                           "--input", str(query), "--output", str(out), "--time", "3", "--plots-dir", "none"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 2, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error")]
+    assert errors == [f"error: could not write {out}: no space left on device"], done.stderr
+    assert "Traceback" not in done.stderr and "NumExpr" not in done.stderr
+    assert list(full_filesystem.iterdir()) == []  # no half-written pred.h5ad, no temp file
+
+
+# -- predictions are scored on the training scale -------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("protein", ["dsb_no_empty", "clr"])
+def test_raw_adt_counts_of_a_query_are_scored_on_the_training_scale(tmp_path, protein):
+    import anndata as ad
+
+    from conftest import run_train
+
+    from crossmodalnet.data.query import Query
+    from crossmodalnet.data.simulate import simulate_cite
+    from crossmodalnet.inference.load import load_model
+    from crossmodalnet.inference.outputs import predict_query
+
+    run_train(tmp_path, "experiment=demo_fast", "model=ridge", "torch_threads=1", "+plots=false",
+              f"data.preprocess.protein={protein}")
+    model = load_model(tmp_path / "run")
+    sim = simulate_cite(n_cells=300, n_genes=200, n_proteins=12, seed=0)  # demo_fast's data: the test cells in it
+    test_cells = ad.read_h5ad(tmp_path / "run" / "predictions.h5ad")
+    query = sim[test_cells.obs_names].copy()
+    counts = query.obsm["protein_counts"]
+    query.obsm["protein"] = counts.copy()  # what a user has: the raw ADT counts as the measured proteins
+    del query.obsm["protein_counts"]
+    pred, scores = predict_query(model, Query(query, query.obsm["protein"], query, "query.h5ad",
+                                              protein_source="obsm['protein']"), time=3)
+    # the training pipeline's own normalised values of these cells (predictions.h5ad, layers['measured'])
+    expected = test_cells.layers["measured"]
+    np.testing.assert_allclose(pred.layers["measured"], expected, rtol=1e-4, atol=1e-4)
+    assert ("fitted dsb" if protein != "clr" else "CLR-normalised per cell") in scores["note"]
+    mse_right = float(((pred.X - expected) ** 2).mean())
+    assert scores["mse"] == pytest.approx(mse_right, rel=1e-4)
+    as_given = float(((pred.X - counts.to_numpy()) ** 2).mean())
+    assert as_given > 10 * mse_right  # what it printed before: another scale altogether
+
+
+# -- the Python API writes what the command line writes ------------------------------------------------------------
+@pytest.mark.slow
+def test_fit_writes_train_log_absolute_paths_and_names_its_own_options(tmp_path, monkeypatch):
+    import crossmodalnet
+    from crossmodalnet.data.simulate import simulate_cite
+    from crossmodalnet.errors import DataError
+
+    data = tmp_path / "cite.h5ad"
+    simulate_cite(n_cells=240, n_genes=100, n_proteins=8, seed=3).write_h5ad(data)
+    monkeypatch.chdir(tmp_path)
+    tiny = dict(max_epochs=2, latent_dim=16, dis_hidden=8, torch_threads=1, plots=False)
+    run = crossmodalnet.fit(str(data), **tiny)  # no output_dir: where python train.py writes, under the cwd
+    assert run.run_dir.is_absolute() and run.run_dir.parent == tmp_path / "logs" / "runs"
+    log_text = (run.run_dir / "train.log").read_text()
+    assert "[crossmodalnet" in log_text and "time:" in log_text  # the run's own INFO lines, as on the command line
+    assert not (run.run_dir / "run.lock").exists()
+    with pytest.raises(DataError, match=r"already holds a finished run \(metrics.json\); choose a new dir "
+                                        r"\(fit\(output_dir=\.\.\.\)\), or pass fit\(\.\.\., overwrite=True\)"):
+        crossmodalnet.fit(str(data), output_dir=run.run_dir, **tiny)
+    loaded = crossmodalnet.load(run.run_dir)
+    sal = loaded.saliency(loaded.protein_names[0])  # no data=: the training file named in config.yaml
+    assert loaded.protein_names[0] in sal.proteins

@@ -109,6 +109,7 @@ def _run(args) -> int:
         print(f"scored against the measured proteins ({scores['n_proteins']} shared, {scores['n_cells']} cells): "
               f"per-cell Pearson {scores['pearson_cell']:.3f}, per-protein Pearson {scores['pearson_protein']:.3f}, "
               f"MSE {scores['mse']:.4g} -> {path}")
+        print(f"measured values: {scores['note']}")
     if plots.lower() != "none":
         for path in _write_figures(model, pred, measured, coding, Path(plots), inp):
             print(f"figure: {path}")
@@ -208,7 +209,17 @@ def _write_figures(model, pred: ad.AnnData, measured, coding, outdir: Path, inp:
         y[:, j], yhat[:, j], protein, outdir / f"predicted_{re.sub(r'[^A-Za-z0-9_.-]+', '_', str(protein))}.png",
         gene_expression=None if expr is None else np.asarray(expr)[keep], gene=gene, time=times,
         time_label="prediction time", cell_type=None if ct is None else obs[ct].to_numpy(),
-        cell_type_label=ct or "cell type", cells=cells, model_name=name)]
+        cell_type_label=ct or "cell type", cells=cells, model_name=name,
+        scale=plots.value_scale(getattr(model, "preprocessing", None)))]
+    if len(proteins) > 1:  # the most variable measured proteins, on the training scale, with intervals if any
+        frame = lambda values: pd.DataFrame(values, columns=proteins)  # noqa: E731
+        interval = "lower" in pred.layers and "upper" in pred.layers
+        written.append(plots.plot_measured_vs_predicted_grid(
+            frame(y), frame(yhat), outdir / "measured_vs_predicted_grid.png",
+            scale=plots.value_scale(getattr(model, "preprocessing", None)), cells=cells, model_name=name,
+            lower=frame(np.asarray(pred[:, proteins].layers["lower"], dtype=np.float64)[keep]) if interval else None,
+            upper=frame(np.asarray(pred[:, proteins].layers["upper"], dtype=np.float64)[keep]) if interval else None,
+            level=(pred.uns.get("crossmodalnet", {}).get("interval") or {}).get("level")))
     if len(proteins) > 1 and r.notna().any():
         written.append(plots.plot_pearson_per_protein(r, outdir / "pearson_per_protein.png", cells, name))
     if times is not None:

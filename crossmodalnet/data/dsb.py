@@ -299,6 +299,35 @@ class DSB:
             return mat[:, 0]
         return ((mat - self.noise_center_) / self.noise_scale_) @ self.loading_
 
+    # -- saved with a model -----------------------------------------------------------------------------------
+    _ARRAYS = ("center_", "spread_", "noise_center_", "noise_scale_", "loading_", "beta_")
+
+    def state(self) -> dict:
+        """The fitted transform as plain lists and numbers (JSON), so a saved model can normalise a query's raw
+        ADT counts exactly as its training cells were (crossmodalnet.inference.outputs.score)."""
+        out = {"pseudocount": self.pseudocount, "denoise": self.denoise, "isotype_controls": self.isotype_controls,
+               "scale": self.scale, "isotype_pca_scale": self.isotype_pca_scale, "with_empty_": self.with_empty_,
+               "proteins_": None if self.proteins_ is None else [str(p) for p in self.proteins_],
+               "clip_": None if self.clip_ is None else [np.asarray(c).tolist() for c in self.clip_]}
+        out.update({k: None if getattr(self, k) is None else np.asarray(getattr(self, k)).tolist()
+                    for k in self._ARRAYS})
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict) -> "DSB":
+        """The transform :meth:`state` described."""
+        dsb = cls(pseudocount=state.get("pseudocount"), denoise=bool(state.get("denoise", True)),
+                  isotype_controls=state.get("isotype_controls"), scale=state.get("scale", "standardize"),
+                  isotype_pca_scale=bool(state.get("isotype_pca_scale", True)))
+        dsb.with_empty_ = bool(state.get("with_empty_", False))
+        dsb.proteins_ = None if state.get("proteins_") is None else pd.Index(state["proteins_"])
+        for key in cls._ARRAYS:
+            value = state.get(key)
+            setattr(dsb, key, None if value is None else np.asarray(value, dtype=np.float64))
+        clip = state.get("clip_")
+        dsb.clip_ = None if clip is None else (np.asarray(clip[0]), np.asarray(clip[1]))
+        return dsb
+
     # -- helpers ---------------------------------------------------------------------------------------------
     def _pseudocount(self) -> float:
         if self.pseudocount is not None:

@@ -41,14 +41,8 @@ def score(pred: ad.AnnData, measured: pd.DataFrame, model: Any = None, source: s
         log.info("the query's measured proteins share no name with the model's (e.g. %s vs %s): not scored",
                  list(measured.columns[:3]), names[:3])
         return None
-    values = measured[shared].to_numpy(dtype=np.float64)
-    note = _comparable_note(values, model)
-    pre = (getattr(model, "preprocessing", None) or {}) if model is not None else {}
-    if pre.get("protein") == "clr" and looks_like_counts(values):  # the same per-cell CLR training used
-        from crossmodalnet.data.preprocess import clr
-
-        values = clr(pd.DataFrame(values, columns=shared)).to_numpy(dtype=np.float64)
-        note = "measured raw ADT counts were CLR-normalised per cell, as in training"
+    values, note = on_training_scale(measured, shared, model, source)
+    log.debug("scores: %s", note)  # the console scripts print it with the scores
     rows = np.isfinite(values).all(1)
     if rows.sum() < 2:
         log.info("fewer than 2 cells have every shared protein measured: not scored")
@@ -82,14 +76,60 @@ def score(pred: ad.AnnData, measured: pd.DataFrame, model: Any = None, source: s
     return summary
 
 
-def _comparable_note(values: np.ndarray, model: Any) -> str:
+def on_training_scale(measured: pd.DataFrame, shared: list[str], model: Any,
+                      source: str | None = None) -> tuple[np.ndarray, str]:
+    """The query's measured values of ``shared`` proteins on the scale the model was trained on, and one line
+    saying which matrix was used and how.
+
+    Raw ADT counts go through the training run's own normalisation: CLR per cell (``protein=clr``), or the dsb
+    transform fitted on the training cells (``protein=dsb``/``dsb_no_empty``, stored with the model as
+    ``preprocessing["dsb_state"]``; it needs every protein of the panel). Values that are not counts are compared
+    as given (the query must then hold values on the training scale already).
+    """
     pre = (getattr(model, "preprocessing", None) or {}) if model is not None else {}
     protein = pre.get("protein", "as_is")
-    if protein in ("dsb", "dsb_no_empty") and looks_like_counts(values):
-        log.warning("the measured proteins look like raw counts but the model predicts %s-normalised values; "
-                    "Pearson per protein is still comparable in rank, MSE is not", protein)
-        return f"measured values look like raw counts; the model predicts protein={protein} values"
-    return f"measured values compared as given; the model predicts protein={protein} values"
+    where = source or "the measured proteins"
+    values = measured[shared].to_numpy(dtype=np.float64)
+    counts = looks_like_counts(values)
+    if protein == "clr" and counts:  # the same per-cell CLR training used
+        from crossmodalnet.data.preprocess import clr
+
+        values = clr(pd.DataFrame(values, columns=shared)).to_numpy(dtype=np.float64)
+        return values, f"raw ADT counts in {where}, CLR-normalised per cell as in training (protein=clr)"
+    if protein in ("dsb", "dsb_no_empty") and counts:
+        state = pre.get("dsb_state")
+        panel = list(state.get("proteins_") or []) if state else []
+        if state and panel and all(p in measured.columns for p in panel):
+            from crossmodalnet.data.dsb import DSB
+
+            frame = DSB.from_state(state).transform(measured[panel].astype(np.float64))
+            return (frame[shared].to_numpy(dtype=np.float64),
+                    f"raw ADT counts in {where}, normalised with the training run's fitted dsb (protein={protein})")
+        why = ("the model was saved without its dsb state (trained before it was recorded)" if not state else
+               f"the query lacks {len([p for p in panel if p not in measured.columns])} of the panel's proteins dsb "
+               "needs")
+        log.warning("the measured proteins in %s look like raw ADT counts but the model predicts %s-normalised "
+                    "values and %s: scored as given (Pearson per protein is comparable in rank, MSE is not)",
+                    where, protein, why)
+        return values, f"raw counts in {where} compared as given ({why}); the model predicts protein={protein} values"
+    return values, f"{where} compared as given; the model predicts protein={protein} values"
+
+
+def raw_counts_for_scoring(model: Any, adata: Any) -> tuple[pd.DataFrame | None, str | None]:
+    """The query's raw ADT counts (``obsm["protein_counts"]``, the key training reads them from) when the model
+    normalised proteins from raw counts (dsb, CLR); None otherwise."""
+    from crossmodalnet.data.preprocess import PROTEIN_COUNTS_KEY
+
+    pre = (getattr(model, "preprocessing", None) or {}) if model is not None else {}
+    if pre.get("protein") not in ("clr", "dsb", "dsb_no_empty") or adata is None:
+        return None, None
+    obsm = getattr(adata, "obsm", None)
+    if obsm is None or PROTEIN_COUNTS_KEY not in obsm:
+        return None, None
+    value = obsm[PROTEIN_COUNTS_KEY]
+    if not isinstance(value, pd.DataFrame):
+        return None, None
+    return value, f"obsm[{PROTEIN_COUNTS_KEY!r}]"
 
 
 def write_scores(summary: dict, output: Path) -> Path:
@@ -173,6 +213,10 @@ def predict_query(model, query: Query, *, score_measured: bool = True, **predict
     pred = predict(model, query.rna, **predict_kwargs)
     keep_annotations(pred, query, model)
     summary = None
-    if score_measured and query.proteins is not None:
-        summary = score(pred, query.proteins, model, query.protein_source)
+    if score_measured:
+        measured, source = raw_counts_for_scoring(model, query.rna)  # the training run's own starting point
+        if measured is None:
+            measured, source = query.proteins, query.protein_source
+        if measured is not None:
+            summary = score(pred, measured, model, source)
     return pred, summary

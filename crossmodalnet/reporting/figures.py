@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from crossmodalnet.errors import DataError
+from crossmodalnet.utils.atomic import atomic_path
 
 
 def _figure(ncols: int = 1, width: float = 4.6, height: float = 4.0):
@@ -29,7 +30,8 @@ def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, format="png", metadata={"Description": figure_text(fig)})
+    with atomic_path(path) as tmp:  # written whole, then renamed (crossmodalnet/utils/atomic.py)
+        fig.savefig(tmp, format="png", metadata={"Description": figure_text(fig)})
     return path
 
 
@@ -88,9 +90,6 @@ def _colored_scatter(ax, x, y, groups, title_key: str, ordered: bool = False) ->
     shown = set(ranked[:MAX_GROUPS])
     s = 8 if len(x) < 3000 else 3
     other = np.isin(codes, [i for i in range(len(order)) if i not in shown])
-    if other.any():
-        ax.scatter(x[other], y[other], s=s, alpha=0.4, linewidths=0, color="#cccccc",
-                   label=f"other ({len(order) - len(shown)} groups)")
     if ordered:
         from matplotlib import colormaps
 
@@ -98,10 +97,15 @@ def _colored_scatter(ax, x, y, groups, title_key: str, ordered: bool = False) ->
         colours = {i: cmap(0.9 * i / max(len(order) - 1, 1)) for i in range(len(order))}
     else:
         colours = {i: PALETTE[ranked.index(i) % len(PALETTE)] for i in range(len(order))}
-    for i in [i for i in range(len(order)) if i in shown]:
+    for i in (range(len(order)) if ordered else ranked[:MAX_GROUPS]):  # legend: time order, or largest first
+        if i not in shown:
+            continue
         m = codes == i
-        ax.scatter(x[m], y[m], s=s, alpha=0.6, linewidths=0, color=colours[i],
+        ax.scatter(x[m], y[m], s=s, alpha=0.6, linewidths=0, color=colours[i], zorder=2,
                    label=f"{order[i]} (n={int(m.sum())})")
+    if other.any():  # drawn underneath, listed last
+        ax.scatter(x[other], y[other], s=s, alpha=0.4, linewidths=0, color="#cccccc", zorder=1,
+                   label=f"other ({len(order) - len(shown)} groups, n={int(other.sum())})")
     ax.legend(title=title_key, fontsize=7, title_fontsize=8, frameon=False, markerscale=2,
               loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
@@ -121,10 +125,11 @@ def plot_measured_vs_predicted(measured: np.ndarray, predicted: np.ndarray, prot
                                gene_expression: np.ndarray | None = None, gene: str | None = None, *,
                                time=None, time_label: str = "time", cell_type=None,
                                cell_type_label: str = "cell type", cells: str = "test cells",
-                               model_name: str = "CrossmodalNet") -> Path:
+                               model_name: str = "CrossmodalNet", scale: str = "") -> Path:
     """Figure 2: predicted vs measured ``protein`` over ``cells`` (named in the title, with n and Pearson r),
     with the y = x line; one panel coloured by ``time`` and one by ``cell_type`` when given, and the coding
-    gene's expression vs the measured protein beside them when ``gene_expression`` is given."""
+    gene's expression vs the measured protein beside them when ``gene_expression`` is given. ``scale`` (e.g.
+    'CLR', 'dsb': :func:`value_scale`) is named on both axes."""
     measured = np.asarray(measured, dtype=float).ravel()
     predicted = np.asarray(predicted, dtype=float).ravel()
     colourings = [(v, k) for v, k in ((time, time_label), (cell_type, cell_type_label)) if v is not None]
@@ -141,11 +146,76 @@ def plot_measured_vs_predicted(measured: np.ndarray, predicted: np.ndarray, prot
         else:
             _colored_scatter(ax, measured, predicted, values, key, ordered=key == time_label)
         _identity_line(ax, measured, predicted)
-        ax.set_xlabel(f"measured {protein}")
-        ax.set_ylabel(f"predicted {protein}")
+        unit = f" ({scale})" if scale else ""
+        ax.set_xlabel(f"measured {protein}{unit}")
+        ax.set_ylabel(f"predicted {protein}{unit}")
         by = f", by {key}" if key else ""
         ax.set_title(f"{model_name}: {protein} on {len(measured):,} {cells}{by}\nPearson r = {r:.3f}",
                      fontsize=9)
+    return _save(fig, path)
+
+
+# how a value scale is named on the axes (preprocessing["protein"] of the run)
+SCALE_NAMES = {"clr": "CLR", "dsb": "dsb", "dsb_no_empty": "dsb (no empty droplets)", "as_is": "as given",
+               "log_normalize": "log-normalised"}
+
+
+def value_scale(preprocessing: dict | None) -> str:
+    """The name of the proteins' scale for axis labels: 'CLR', 'dsb', or 'as given' (values as in the file)."""
+    method = (preprocessing or {}).get("protein", "as_is")
+    return SCALE_NAMES.get(str(method), str(method))
+
+
+def most_variable(measured: pd.DataFrame, n: int = 9) -> list[str]:
+    """The ``n`` proteins whose measured values vary most across the cells (the default grid)."""
+    var = measured.var(axis=0, skipna=True).sort_values(ascending=False, kind="stable")
+    return [str(p) for p in var.index[:n]]
+
+
+def plot_measured_vs_predicted_grid(measured: pd.DataFrame, predicted: pd.DataFrame, path: str | Path,
+                                    proteins: Sequence[str] | None = None, n: int = 9, scale: str = "",
+                                    lower: pd.DataFrame | None = None, upper: pd.DataFrame | None = None,
+                                    cells: str = "test cells", model_name: str = "CrossmodalNet",
+                                    level: float | None = None) -> Path:
+    """Measured vs predicted for several proteins (default: the ``n`` most variable measured ones), one panel
+    each with y = x and Pearson r, both axes naming the value ``scale`` (CLR, dsb, ...); with ``lower``/``upper``
+    (prediction intervals) each cell's interval is drawn as a vertical line and the panel gives its coverage."""
+    chosen = proteins is not None
+    proteins = [p for p in (proteins or most_variable(measured, n)) if p in measured.columns
+                and p in predicted.columns]
+    if not proteins:
+        raise DataError("no protein to draw: none of the chosen proteins is both measured and predicted")
+    ncols = min(3, len(proteins))
+    nrows = int(np.ceil(len(proteins) / ncols))
+    fig = Figure(figsize=(3.3 * ncols, 3.3 * nrows + 0.5), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    unit = f" ({scale})" if scale else ""
+    for ax, protein in zip(axes, proteins):
+        x = measured[protein].to_numpy(dtype=float)
+        y = predicted[protein].to_numpy(dtype=float)
+        ok = np.isfinite(x) & np.isfinite(y)
+        x, y = x[ok], y[ok]
+        title = f"{protein}: r = {_pearson(y, x):.2f}"
+        if lower is not None and upper is not None and protein in lower.columns:
+            lo = lower[protein].to_numpy(dtype=float)[ok]
+            hi = upper[protein].to_numpy(dtype=float)[ok]
+            ax.vlines(x, lo, hi, color="#9ab7d3", alpha=0.5, lw=0.7, zorder=1,
+                      label="prediction interval" if ax is axes[0] else None)
+            covered = float(np.mean((x >= lo) & (x <= hi)))
+            title += f", {int(round(100 * level)) if level else ''}{'% ' if level else ''}interval covers " \
+                     f"{100 * covered:.0f}%"
+        ax.scatter(x, y, s=5 if len(x) < 3000 else 2, alpha=0.6, linewidths=0, color="#3b6ea5", zorder=2)
+        _identity_line(ax, np.concatenate([x, y]), np.concatenate([x, y]))
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel(f"measured{unit}", fontsize=8)
+        ax.set_ylabel(f"predicted{unit}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(proteins):]:
+        ax.set_axis_off()
+    how = "chosen" if chosen else "most variable"
+    fig.suptitle(f"{model_name}: measured vs predicted on {len(measured):,} {cells} ({len(proteins)} {how} "
+                 f"proteins)", fontsize=9)
     return _save(fig, path)
 
 

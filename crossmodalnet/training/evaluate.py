@@ -166,13 +166,33 @@ def has_time_embedding(model) -> bool:
     return getattr(network, "time_embedding", None) is not None and hasattr(model, "time_axis")
 
 
+def _grid_figure(model, predictions, measured: np.ndarray, pred: np.ndarray, out_dir: Path, cells: str,
+                 name: str, level: float = 0.9) -> list[Path]:
+    """measured_vs_predicted_grid.png: the most variable proteins, with the run's 90% conformal intervals."""
+    import pandas as pd
+
+    from crossmodalnet.reporting import figures as plots
+
+    if predictions.n_vars < 2:
+        return []
+    names = [str(p) for p in predictions.var_names]
+    cal = getattr(model, "conformal", None)
+    lower = upper = None
+    if cal is not None and hasattr(cal, "interval"):
+        lower, upper = (pd.DataFrame(v, columns=names) for v in cal.interval(pred, level))
+    return [plots.plot_measured_vs_predicted_grid(
+        pd.DataFrame(measured, columns=names), pd.DataFrame(pred, columns=names),
+        out_dir / "measured_vs_predicted_grid.png", scale=plots.value_scale(getattr(model, "preprocessing", None)),
+        lower=lower, upper=upper, level=level if lower is not None else None, cells=cells, model_name=name)]
+
+
 def write_run_figures(model, dm: CiteDataModule, run_dir: str | Path, predictions=None,
                       cell_type_key: str | None = None) -> list[Path]:
     """A run's figures in ``run_dir/plots``: training curves (with the train-mean reference, task weights and
     discriminator when logged), the time embedding (PCA, only with three or more learned times: two span one
     direction, and an interpolated time lies on it), and on the test cells: measured vs predicted for the
-    best-predicted protein (y = x, coloured by time and by a cell-type column), per-protein Pearson for all
-    proteins, and accuracy by time point."""
+    best-predicted protein (y = x, coloured by time and by a cell-type column), a grid of the most variable
+    proteins with their prediction intervals, per-protein Pearson for all proteins, and accuracy by time point."""
     import pandas as pd
 
     from crossmodalnet.reporting import figures as plots
@@ -224,7 +244,9 @@ def write_run_figures(model, dm: CiteDataModule, run_dir: str | Path, prediction
     written.append(plots.plot_measured_vs_predicted(
         measured[:, j], pred[:, j], protein, out_dir / "measured_vs_predicted.png", expr, gene,
         time=times, time_label=dm.time_key or "time", cell_type=None if ct_key is None else obs[ct_key].to_numpy(),
-        cell_type_label=ct_key or "cell type", cells=cells, model_name=name))
+        cell_type_label=ct_key or "cell type", cells=cells, model_name=name,
+        scale=plots.value_scale(getattr(model, "preprocessing", None))))
+    written += _grid_figure(model, predictions, measured, pred, out_dir, cells, name)
     if r.notna().any():
         written.append(plots.plot_pearson_per_protein(r, out_dir / "pearson_per_protein.png", cells, name))
     if times is not None and len(pd.unique(times)) >= 2:

@@ -90,6 +90,8 @@ def build_model(cfg: DictConfig, dm: CiteDataModule) -> L.LightningModule:
                            "protein_key": (cfg.data.get("source") or {}).get("protein_key", "protein")}
     # per-gene training min/max: prediction reports new cells far outside them (crossmodalnet.inference.predict)
     model.preprocessing.update(value_ranges(dm.splits["train"].X), integer_counts=bool(pre.integer_counts))
+    if pre.dsb_ is not None:  # the fitted dsb: predict scores a query's raw ADT counts on the training scale
+        model.preprocessing["dsb_state"] = pre.dsb_.state()
     return model
 
 

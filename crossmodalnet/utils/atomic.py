@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -18,10 +19,24 @@ class WriteError(DataError):
 
 
 def describe(err: OSError) -> str:
-    """A short cause: 'no space left on device', 'permission denied', ..."""
-    if err.errno is not None and err.errno in errno.errorcode:
-        return os.strerror(err.errno).lower()
-    return str(err)
+    """A short cause: 'no space left on device', 'permission denied', ... (h5py puts the errno only into its
+    long multi-line text, sometimes: it is looked for there too); always one line."""
+    code = err.errno
+    if code is None:
+        found = re.search(r"errno = (\d+)|\[Errno (\d+)\]", str(err))
+        code = int(found.group(1) or found.group(2)) if found else None
+    if code is not None and code in errno.errorcode:
+        return os.strerror(code).lower()
+    return " ".join(str(err).split())[:300]
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 
 @contextlib.contextmanager
@@ -29,9 +44,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` for writers that take a file name (``write_h5ad``, ``savefig``); renamed
     to ``path`` when the block ends without an error, removed otherwise."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    try:  # a folder that cannot be created or written to: the same one line
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    except OSError as err:
+        raise WriteError(f"could not write {path}: {describe(err)}") from None
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make every output private to its writer
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -10,6 +10,7 @@ that raised them. Third-party chatter that a user cannot act on is silenced ther
 - Lightning's start-up lines (``GPU available: ...``, ``TPU available``, the litlogger advertisement ``Tip: ...``),
   its ``_pytree`` deprecation (Lightning's own code, fixed upstream), the ``log_every_n_steps`` note on small data
   (the package logs once per epoch) and the ``num_workers`` hint;
+- numexpr's ``NumExpr defaulting to 2 threads``;
 - umap's ``Tensorflow not installed; ParametricUMAP will be unavailable`` (scanpy imports umap).
 
 ``verbose=True`` shows all of it again (Lightning at INFO, every warning with its origin).
@@ -30,7 +31,8 @@ NOISE: tuple[tuple[str, str], ...] = (
     (r".*LeafSpec.*is deprecated", "Lightning's _pytree deprecation, other wording"),
 )
 # loggers whose INFO lines are start-up chatter (GPU/TPU available, the litlogger tip)
-CHATTY_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning")
+CHATTY_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning", "numexpr",
+                  "numexpr.utils")
 
 
 def silence_noise() -> None:
