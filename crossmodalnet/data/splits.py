@@ -59,7 +59,7 @@ def stratified_split(times: Sequence[Any], train: float = 0.8, val: float = 0.05
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {s: [] for s in (*SPLITS, CALIBRATION)}
     for label, positions in times.groupby(times, sort=True).indices.items():
-        n_train, n_val, n_test, n_cal = _fraction_counts(len(positions), val, test, calibration)
+        n_train, n_val, n_test, _ = _fraction_counts(len(positions), val, test, calibration)
         if n_train < 1:
             raise DataError(f"time point {label!r} has {len(positions)} cells: too few for a "
                             f"{train:.0%}/{val:.0%}/{test:.0%}{f'/{calibration:.0%}' if calibration else ''} split "
