@@ -26,8 +26,9 @@ RANK_BY = ("magnitude", "absolute", "signed", "directional")
 # (tests/test_saliency.py checks they match)
 METHODS = ("gradient", "grad_x_sd", "variance_share", "grad_x_input", "integrated_gradients",
            "integrated_gradients_mean", "smoothgrad")
-DEFAULT_METHOD = "grad_x_input"
-DEFAULT_RANK_BY = "absolute"
+DEFAULT_METHOD = "variance_share"
+DEFAULT_RANK_BY = "magnitude"
+DEFAULT_HIGH_CELLS = 0.5
 NULLS = ("none", "expression_matched")   # = crossmodalnet.interpret.ranking.NULLS
 DEFAULT_NULL = "none"
 DEFAULT_BOOT = 20
@@ -55,9 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--null", choices=NULLS, default=DEFAULT_NULL,
                    help="expression_matched: score each gene against the genes of similar mean and sparsity "
                         f"(removes the expression confound); default {DEFAULT_NULL}")
-    p.add_argument("--high-cells", type=float, metavar="FRACTION",
+    p.add_argument("--high-cells", type=float, metavar="FRACTION", default=DEFAULT_HIGH_CELLS,
                    help="sum each protein's attributions over this fraction of cells with the most protein only "
-                        "(measured with --protein-key, else predicted)")
+                        f"(measured with --protein-key, else predicted; default {DEFAULT_HIGH_CELLS}, 1 = all cells)")
     p.add_argument("--protein-key", help="obsm key of measured proteins (cells x proteins) for --high-cells")
     p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOT,
                    help=f"bootstrap samples of the cells for each top gene's rank interval (default {DEFAULT_BOOT}; "

@@ -38,9 +38,12 @@ RANK_BY = ("magnitude", "absolute", "signed", "directional")
 METHODS = ("gradient", "grad_x_sd", "variance_share", "grad_x_input", "integrated_gradients",
            "integrated_gradients_mean", "smoothgrad")
 GRADIENT_METHODS = ("gradient", "grad_x_sd", "variance_share")   # computed by the fast gradient path
-DEFAULT_METHOD = "grad_x_input"     # best mean AUROC, 3 seeds of the default simulator (docs/interpretation.md)
-DEFAULT_RANK_BY = "absolute"        # sum over cells of |attribution|: never cancels between cells
+# the default rule, chosen on real BMMC coding genes and the simulator's causal genes together (selection seeds 0-2
+# of scripts/saliency_recovery.py; docs/interpretation.md "Does it hold on real data?")
+DEFAULT_METHOD = "variance_share"   # each gene's share of the predicted protein's variation over cells
+DEFAULT_RANK_BY = "magnitude"       # |sum over cells|
 DEFAULT_NULL = "none"
+DEFAULT_HIGH_CELLS = 0.5            # sum over the half of the cells with the most (predicted) protein
 DEFAULT_BOOT = 20           # Poisson bootstrap replicates of the cells for rank intervals
 BOOT_BUDGET = 2**26         # float32s held by the replicate sums (256 MiB); fewer replicates above it
 IG_STEPS = 32              # Gauss-Legendre points of the integrated-gradients path integral
@@ -566,7 +569,7 @@ def saliency(model, adata: ad.AnnData, proteins: str | Iterable[str] | None = No
              time_key: str | None = None, time_mode: str = "interpolate", batch_size: int = 256,
              layer: str | None = None, normalize: str | None = None, min_shared: float | None = None,
              max_cells: int | None = None, seed: int = 0, where: str = "input",
-             method: str = DEFAULT_METHOD, high_cells: float | None = None,
+             method: str = DEFAULT_METHOD, high_cells: float | None = DEFAULT_HIGH_CELLS,
              protein_values: str | pd.DataFrame | np.ndarray | None = None, n_boot: int = DEFAULT_BOOT,
              rank_by: str | None = None, null: str | None = None, **options: Any) -> SaliencyResult:
     """Saliency of the checkpoint's genes for ``proteins`` (a name, a list, or None = all) over ``adata``'s cells.
@@ -576,7 +579,8 @@ def saliency(model, adata: ad.AnnData, proteins: str | Iterable[str] | None = No
     ``method``: the per-cell attribution (:data:`METHODS`); ``integrated_gradients_mean`` starts its path at the
     mean expression of the same cells (one extra reading pass). ``options``: see :func:`captum_attributions`.
     ``high_cells``: a fraction; sum each protein's attributions only over that fraction of cells with the highest
-    protein (``protein_values``: an obsm key or DataFrame of measured proteins; None = the model's prediction).
+    protein (``protein_values``: an obsm key or DataFrame of measured proteins; None = the model's prediction);
+    None or 1 = every cell.
     ``n_boot``: Poisson bootstrap replicates of the cells, for the rank intervals of :meth:`SaliencyResult.top`
     (0 = none). ``rank_by`` / ``null``: the ranking rule the result uses when none is given (None = the
     defaults, :data:`DEFAULT_RANK_BY` / :data:`DEFAULT_NULL`). The result lists the genes it could not rank
@@ -605,6 +609,8 @@ def saliency(model, adata: ad.AnnData, proteins: str | Iterable[str] | None = No
         keep[np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False)] = True
 
     protein_names = [model.protein_names[i] for i in idx]
+    if high_cells is not None and high_cells >= 1:
+        high_cells = None                                              # every cell
     wanted = _protein_values(model, adata, protein_names, protein_values, keep) if high_cells is not None else None
 
     def batches(with_mask: bool = True):  # consecutive blocks (bounded memory), keeping the sampled cells of each
@@ -618,7 +624,7 @@ def saliency(model, adata: ad.AnnData, proteins: str | Iterable[str] | None = No
     masks = None
     if high_cells is not None:
         if wanted is None:  # the model's own prediction says which cells express each protein
-            wanted = _predicted(model, batches(with_mask=False), idx, keep)
+            wanted = predicted_proteins(model, batches(with_mask=False), idx, keep)
         masks = high_cell_mask(wanted, keep, high_cells)
     baseline = None
     centre = None
@@ -644,12 +650,14 @@ def saliency(model, adata: ad.AnnData, proteins: str | Iterable[str] | None = No
 
 def saliency_of_cells(model, x, time_weights: np.ndarray | None, proteins: Sequence[int],
                       protein_names: Sequence[str], gene_names: Sequence[str], *, method: str = DEFAULT_METHOD,
-                      per_cell: bool = True, mask: np.ndarray | None = None, baseline: np.ndarray | None = None,
+                      per_cell: bool = True, mask: np.ndarray | None = None,
+                      high_cells: float | None = DEFAULT_HIGH_CELLS, baseline: np.ndarray | None = None,
                       n_boot: int = 0, seed: int = 0, batch_size: int = 256, meta: dict | None = None,
                       **options: Any) -> SaliencyResult:
     """Saliency of cells already in memory (``x``: cells x genes, dense or sparse, as the model reads them):
     what the training run's recovery metrics and the benchmark use. ``proteins``: indices of the model's outputs,
-    named ``protein_names``; ``mask``: (cells, len(proteins)) 0/1 cells that count per protein; ``baseline``: the
+    named ``protein_names``; ``mask``: (cells, len(proteins)) 0/1 cells that count per protein (None: with
+    ``high_cells``, that fraction of cells with the most predicted protein, else all); ``baseline``: the
     genes' reference for ``integrated_gradients_mean`` / ``variance_share`` (None = the mean of these cells)."""
     n = x.shape[0]
 
@@ -660,6 +668,9 @@ def saliency_of_cells(model, x, time_weights: np.ndarray | None, proteins: Seque
             tw = None if time_weights is None else time_weights[i:i + batch_size]
             yield block, tw, (mask[i:i + batch_size] if with_mask and mask is not None else None)
 
+    if mask is None and high_cells is not None and high_cells < 1:
+        keep = np.ones(n, dtype=bool)
+        mask = high_cell_mask(predicted_proteins(model, batches(False), proteins, keep), keep, high_cells)
     centre = None
     if needs_baseline(method):
         mean, centre = prediction_centre(model, batches(False), proteins)
@@ -706,8 +717,10 @@ def _protein_values(model, adata: ad.AnnData, proteins: Sequence[str], source, k
     return np.asarray(table, dtype=np.float64)
 
 
-def _predicted(model, batches, idx: Sequence[int], keep: np.ndarray) -> np.ndarray:
-    """The model's prediction of the selected proteins for the kept cells (other cells NaN), cells x proteins."""
+def predicted_proteins(model, batches, idx: Sequence[int], keep: np.ndarray) -> np.ndarray:
+    """The model's prediction of the selected proteins for the kept cells (other cells NaN), cells x proteins:
+    which cells express a protein when none was measured (``high_cells``). ``batches``: (genes, time weights,
+    anything) blocks of the kept cells in order."""
     projection = getattr(model, "projection", None)
     module = model if projection is None else ProjectedInput(model, projection)
     out = np.full((len(keep), len(idx)), np.nan)
