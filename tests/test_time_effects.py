@@ -216,3 +216,9 @@ def test_time_effects_from_a_saved_model_and_anndata(model, cells):
     assert eff.attrs["kind"] == {"2": "learned", "3": "interpolated", "4": "learned"} and eff.attrs["n_cells"] == 64
     np.testing.assert_allclose(eff["2"] + eff["4"], 0.0, atol=1e-5)
     assert list(eff.index) == list(model.protein_names)
+
+
+def test_a_simulator_run_reports_the_time_in_z_beyond_the_biology(trained_ood_run):
+    saved = json.loads((trained_ood_run[0] / "metrics.json").read_text())
+    assert saved["val/time_probe_excess_over_basal"] == pytest.approx(
+        saved["val/time_probe_accuracy"] - saved["val/time_probe_basal_accuracy"])

@@ -67,7 +67,8 @@ def _probe_rows(n: int, seed: int) -> np.ndarray:
 
 def latent_time_metrics(model, dm, splits: tuple[str, ...] = ("val", "test"), seed: int = 0) -> dict[str, float]:
     """``{split}/time_dis_accuracy``, ``time_dis_ce``, ``time_probe_accuracy``, ``time_probe_input_accuracy``,
-    ``time_chance_accuracy``, ``time_chance_ce`` for the cells of each split whose time the model learned."""
+    ``time_chance_accuracy``, ``time_chance_ce`` for the cells of each split whose time the model learned; on the
+    simulator also ``time_probe_basal_accuracy`` and ``time_probe_excess_over_basal`` (z probe minus basal probe)."""
     network = getattr(model, "network", None)
     if network is None or getattr(network, "discriminator", None) is None or model.time_axis.n_times < 2:
         return {}
@@ -117,6 +118,9 @@ def latent_time_metrics(model, dm, splits: tuple[str, ...] = ("val", "test"), se
         if basal_train is not None:
             basal_probe = probe("basal", lambda: _fit_probe(basal_train[keep_train], train_index[keep_train], seed))
             out[f"{prefix}probe_basal_accuracy"] = float(basal_probe.score(_basal_state(dm, split)[keep], index))
+            # what z reads of the day beyond the biology (0: z keeps no more time than the true basal state)
+            out[f"{prefix}probe_excess_over_basal"] = (out[f"{prefix}probe_accuracy"]
+                                                       - out[f"{prefix}probe_basal_accuracy"])
     return out
 
 
