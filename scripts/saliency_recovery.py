@@ -193,7 +193,7 @@ def ensemble_rows(tables: dict, seeds: list[int], data: str, coding_or_truth) ->
     from crossmodalnet.interpret.recovery import coding_gene_ranks, ranking_recovery
 
     out = []
-    rules = {r for (d, s, *r) in tables if d == data and s in seeds}
+    rules = {tuple(r) for (d, s, *r) in tables if d == data and s in seeds}
     for rule in sorted(rules):
         members = [tables[(data, s, *rule)] for s in seeds if (data, s, *rule) in tables]
         if len(members) < 2:
@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                    "480 BMMC training cells, 256 of the simulator's as in metrics.json)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--markdown", help="also write the Markdown report to this file")
+    p.add_argument("--from-csv", help="rebuild the report from a saved recovery_per_protein.csv (no training, no "
+                   "ensembles)")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for training, e.g. trainer.max_epochs=10")
     args = p.parse_args(argv)
     import torch
@@ -248,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = Path(args.runs_dir).expanduser().resolve()
     runs.mkdir(parents=True, exist_ok=True)
     all_rows, tables, truths = [], {}, {}
-    for data in args.data:
+    if args.from_csv:
+        all_rows = pd.read_csv(args.from_csv).to_dict("records")
+        args.data = sorted({r["data"] for r in all_rows})
+    for data in ([] if args.from_csv else args.data):
         for seed in args.seeds:
             run_dir = runs / data / f"seed{seed}"
             if args.retrain or not finished(run_dir):
@@ -262,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             truths[data] = ({p: g for p, g in coding_genes(names).items()}, None)
         # the simulator draws new data (and causal genes) per seed: ensembles only on BMMC (the same cells)
     frame = pd.DataFrame(all_rows)
+    if not args.from_csv:
+        frame.to_csv(runs / "recovery_per_protein.csv", index=False)
     per_seed = summarise(frame)
     per_seed.to_csv(runs / "summary_per_seed.csv", index=False)
     selection = [s for s in args.seeds if s in args.selection_seeds]
