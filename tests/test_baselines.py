@@ -80,9 +80,10 @@ def test_lightgbm_search_picks_values_from_the_configured_space(tiny_adata):
     x, y, _, _ = _split(tiny_adata)
     model = LightGBMBaseline(**TINY_LGB).fit(x, y)
     assert model.best_params_["n_estimators"] in (10, 20) and model.best_params_["num_leaves"] in (4, 7)
-    assert model.search_score_ is not None and len(model.model.estimators_) == y.shape[1]
+    assert model.search_score_ is not None and len(model.boosters_) == y.shape[1]
+    assert max(model.rounds_) <= model.best_params_["n_estimators"]  # the search's early-stopped rounds, capped
     no_search = LightGBMBaseline(n_iter=0, base_params={"n_estimators": 5}).fit(x, y)
-    assert no_search.best_params_ == {} and no_search.model.estimators_[0].n_estimators == 5
+    assert no_search.best_params_ == {} and no_search.rounds_ == [5] * y.shape[1]
     with pytest.raises(ValueError, match="unknown dist"):
         _distribution({"dist": "gamma", "low": 1, "high": 2})
 

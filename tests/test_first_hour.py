@@ -407,3 +407,26 @@ def test_fit_writes_train_log_absolute_paths_and_names_its_own_options(tmp_path,
     loaded = crossmodalnet.load(run.run_dir)
     sal = loaded.saliency(loaded.protein_names[0])  # no data=: the training file named in config.yaml
     assert loaded.protein_names[0] in sal.proteins
+
+
+# -- LightGBM: progress lines, early stopping per protein -------------------------------------------------------------
+def test_lightgbm_reports_progress_and_stops_each_protein_on_the_validation_cells(caplog):
+    from crossmodalnet.baselines.lightgbm import LightGBMBaseline
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(260, 20)).astype(np.float32)
+    y = np.column_stack([x[:, 0] * 2 + rng.normal(scale=0.1, size=260),   # learnable: many rounds help
+                         rng.normal(size=260),                             # noise: stops early
+                         x[:, 1] - x[:, 2] + rng.normal(scale=0.1, size=260)])
+    model = LightGBMBaseline(n_iter=2, cv=2, search_proteins=2, log_every=2, max_rounds=150,
+                             early_stopping_rounds=5, search_space={"num_leaves": [4, 7]})
+    with caplog.at_level(logging.INFO, logger="crossmodalnet.baselines.lightgbm"):
+        model.fit(x[:200], y[:200], x[200:], y[200:])
+    lines = [r.getMessage() for r in caplog.records]
+    assert [l.split(":")[0] for l in lines if l.startswith("lightgbm search ")][:2] == ["lightgbm search 1/2",
+                                                                                        "lightgbm search 2/2"]
+    assert any(l.startswith("lightgbm: 2/3 proteins fitted") for l in lines)
+    assert any(l.startswith("lightgbm: 3/3 proteins fitted") for l in lines)
+    assert model.rounds_[1] < model.rounds_[0]  # the noise protein stopped sooner than the learnable one
+    pred = model.predict(x[200:])
+    assert np.corrcoef(pred[:, 0], y[200:, 0])[0, 1] > 0.9
