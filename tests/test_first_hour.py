@@ -430,3 +430,14 @@ def test_lightgbm_reports_progress_and_stops_each_protein_on_the_validation_cell
     assert model.rounds_[1] < model.rounds_[0]  # the noise protein stopped sooner than the learnable one
     pred = model.predict(x[200:])
     assert np.corrcoef(pred[:, 0], y[200:, 0])[0, 1] > 0.9
+
+
+def test_svd_auto_keeps_the_genes_for_lightgbm():
+    from hydra import compose, initialize_config_dir
+
+    from crossmodalnet.training.run import _preprocess_settings
+    from crossmodalnet.utils.config_dir import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["model=lightgbm", "data=anndata"])
+    assert cfg.data.preprocess.svd_components == "auto" and _preprocess_settings(cfg)["svd_components"] is None
