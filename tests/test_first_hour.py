@@ -441,3 +441,41 @@ def test_svd_auto_keeps_the_genes_for_lightgbm():
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=["model=lightgbm", "data=anndata"])
     assert cfg.data.preprocess.svd_components == "auto" and _preprocess_settings(cfg)["svd_components"] is None
+
+
+# -- figures a biologist reads -------------------------------------------------------------------------------------
+def test_grid_names_the_scale_draws_intervals_and_legends_use_human_names(tmp_path):
+    import pandas as pd
+
+    from crossmodalnet.reporting import figures as plots
+
+    rng = np.random.default_rng(0)
+    names = [f"CD{i}" for i in range(12)]
+    measured = pd.DataFrame(rng.normal(size=(80, 12)) * np.arange(1, 13), columns=names)
+    predicted = measured + rng.normal(size=measured.shape)
+    path = plots.plot_measured_vs_predicted_grid(measured, predicted, tmp_path / "grid.png", scale="CLR",
+                                                 lower=predicted - 2, upper=predicted + 2, level=0.9)
+    from PIL import Image
+
+    text = Image.open(path).info["Description"]
+    assert "measured (CLR)" in text and "predicted (CLR)" in text
+    assert "CD11: r = " in text and "90% interval covers" in text  # the most variable protein is drawn
+    assert "CD0: r" not in text  # the least variable of 12 is not among the 9
+    assert plots.value_scale({"protein": "dsb_no_empty"}).startswith("dsb")
+    assert plots.curve_name("train/nlc").startswith("NLC") and plots.curve_name("train/w_recon") == "weight of reconstruction"
+    assert plots.curve_name("val/some_metric") == "some metric (validation)"
+
+
+def test_cell_type_legend_lists_largest_first_and_other_last(tmp_path):
+    from PIL import Image
+
+    from crossmodalnet.reporting import figures as plots
+
+    rng = np.random.default_rng(1)
+    groups = np.array(["T"] * 30 + ["B"] * 40 + [f"rare{i}" for i in range(25) for _ in range(2)])
+    x = rng.normal(size=len(groups))
+    path = plots.plot_measured_vs_predicted(x, x + 0.1, "CD3", tmp_path / "one.png", cell_type=groups, scale="dsb")
+    text = Image.open(path).info["Description"]
+    legend = text[text.index("cell type"):]
+    assert legend.index("B (n=40)") < legend.index("T (n=30)") < legend.index("other (")
+    assert "measured CD3 (dsb)" in text

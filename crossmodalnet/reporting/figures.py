@@ -434,6 +434,29 @@ def plot_gsea_running_score(gsea, term: str, path: str | Path, protein: str | No
     return _save(fig, path)
 
 
+# logged metric names -> what a reader of the figure calls them
+CURVE_NAMES = {
+    "train/loss": "total generator loss", "train/nlc": "NLC, -log((r + 1) / 2) per cell",
+    "train/recon": "reconstruction (MSE)", "train/fader": "Fader task (MSE + adversary)",
+    "train/adv": "adversary term (confusion)", "val/pearson_cell": "per-cell Pearson (validation)",
+    "val/pearson_protein": "per-protein Pearson (validation)", "train/w_nlc": "weight of NLC",
+    "train/w_fader": "weight of the Fader task", "train/w_recon": "weight of reconstruction",
+    "train/dis_loss": "discriminator loss",
+    "train/dis_ce": "discriminator cross-entropy", "train/dis_acc": "discriminator accuracy",
+}
+
+
+def curve_name(key: str) -> str:
+    """A legend entry for a logged metric: its human name, or the key without its ``train/``/``val/`` prefix."""
+    if key in CURVE_NAMES:
+        return CURVE_NAMES[key]
+    prefix, _, rest = key.partition("/")
+    name = (rest or prefix).replace("_", " ")
+    if rest.startswith("w_"):
+        return f"weight of {rest[2:].replace('_', ' ')}"
+    return f"{name} (validation)" if prefix == "val" else name
+
+
 def plot_training_curves(metrics_csv: str | Path, path: str | Path, reference: float | None = None) -> Path:
     """Training curves from a Lightning CSV log, per epoch: losses; validation Pearson with the train-mean
     predictor's validation per-cell Pearson (``reference``) as a dashed line; the task weights (GradNorm's
@@ -466,7 +489,7 @@ def plot_training_curves(metrics_csv: str | Path, path: str | Path, reference: f
     for ax, (cols, ylabel, title) in zip(axes, panels):
         for c in cols:
             series = per_epoch[c].dropna()
-            ax.plot(series.index, series.to_numpy(), marker="o", ms=3, label=c)
+            ax.plot(series.index, series.to_numpy(), marker="o", ms=3, label=curve_name(c))
         if title == "Validation accuracy" and reference is not None and np.isfinite(reference):
             ax.axhline(reference, color="#c0392b", ls="--", lw=1,
                        label=f"train-mean predictor, per-cell r ({reference:.3f})")
