@@ -2,6 +2,7 @@
 
     python scripts/reproduce_table1.py                      # synthetic data, 3 seeds -> logs/tables/table1_synthetic/
     python scripts/reproduce_table1.py --data bmmc --seeds 0 1 2
+    python scripts/reproduce_table1.py --data synthetic_drift   # proteins drift with the day; one-hot day rows beside
     python scripts/reproduce_table1.py --quick              # tiny, for CI
 """
 import sys
