@@ -131,7 +131,8 @@ class LightGBMBaseline(Baseline):
         use_val = (self.final_rounds == "validation" and self.early_stopping_rounds is not None
                    and x_val is not None and y_val is not None and len(y_val) >= 2)
         if use_val:
-            val = lgb.Dataset(_float32(x_val), label=y_val[:, 0], reference=data, free_raw_data=False)
+            val = lgb.Dataset(_float32(x_val), label=y_val[:, 0], reference=data, free_raw_data=False,
+                              params=self._dataset_params())  # the reference's bins and parameters
             val.construct()
         elif self.search_rounds_ is not None:
             cap = min(cap, self.search_rounds_)  # the search's best number of rounds
