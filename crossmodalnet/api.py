@@ -91,7 +91,8 @@ def fit(
         counts_layer: layer with raw RNA counts, used by ``rna="log_normalize"``.
         **params: any config value by name: ``max_epochs=50``, ``latent_dim=256``, ``lr=1e-3``,
             ``rna="log_normalize"``, ``protein="clr"``, ``time_order=[...]``, ``time_categorical=True``,
-            ``torch_threads=1``, ``seed=1``; dotted names as ``model__latent_dim``.
+            ``torch_threads=1``, ``seed=1``; dotted names as ``model__latent_dim``. ``verbose=True`` (not a
+            config value) lets Lightning's and other libraries' messages through, as ``-v`` on the command line.
 
     Returns:
         The trained :class:`Run` (metrics, run dir, predict, saliency).
@@ -100,6 +101,7 @@ def fit(
 
     from crossmodalnet.training.run import train
 
+    verbose = bool(params.pop("verbose", False))  # Lightning's and other libraries' messages too
     group_overrides = [f"model={model}", *([f"experiment={experiment}"] if experiment else []), "data=anndata"]
     cfg = _compose([*group_overrides, *overrides])
     run_dir = _run_dir(output_dir)
@@ -129,9 +131,12 @@ def fit(
             OmegaConf.update(cfg, _config_path(cfg, name), value, merge=False)
     from crossmodalnet.training.rundir import unlock_run_dir
 
+    from crossmodalnet.utils.quiet import quiet_third_party
+
     handler = _train_log(run_dir)  # run_dir/train.log, as Hydra writes it for the command line
     try:
-        metrics = train(cfg)
+        with quiet_third_party(verbose):  # no Lightning chatter, as on the command line
+            metrics = train(cfg)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()

@@ -396,7 +396,10 @@ def test_fit_writes_train_log_absolute_paths_and_names_its_own_options(tmp_path,
     simulate_cite(n_cells=240, n_genes=100, n_proteins=8, seed=3).write_h5ad(data)
     monkeypatch.chdir(tmp_path)
     tiny = dict(max_epochs=2, latent_dim=16, dis_hidden=8, torch_threads=1, plots=False)
-    run = crossmodalnet.fit(str(data), **tiny)  # no output_dir: where python train.py writes, under the cwd
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = crossmodalnet.fit(str(data), **tiny)  # no output_dir: where python train.py writes, under the cwd
+    assert not [w for w in caught if "LeafSpec" in str(w.message) or "log_every_n_steps" in str(w.message)]
     assert run.run_dir.is_absolute() and run.run_dir.parent == tmp_path / "logs" / "runs"
     log_text = (run.run_dir / "train.log").read_text()
     assert "[crossmodalnet" in log_text and "time:" in log_text  # the run's own INFO lines, as on the command line

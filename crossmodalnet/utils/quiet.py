@@ -17,8 +17,10 @@ that raised them. Third-party chatter that a user cannot act on is silenced ther
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from typing import Iterator
 
 OLD_FORMAT_MESSAGE = r"Element '.*' was written without encoding metadata"
 # (message regex, why it is noise) for warnings.filterwarnings at the default level
@@ -62,3 +64,23 @@ def set_verbosity(verbose: bool = False) -> None:
 
 
 _ORIGINAL_FORMAT = warnings.formatwarning
+
+
+@contextlib.contextmanager
+def quiet_third_party(verbose: bool = False) -> Iterator[None]:
+    """The default level's filters for the duration of a block (``crossmodalnet.fit`` in a notebook), restoring
+    the session's warning filters and logger levels afterwards."""
+    if verbose:
+        yield
+        return
+    levels = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
+    with warnings.catch_warnings():
+        for pattern, _ in NOISE:
+            warnings.filterwarnings("ignore", message=pattern)
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
