@@ -16,6 +16,7 @@ from pathlib import Path
 from crossmodalnet.utils.lazy import lazy
 from crossmodalnet.cli.common import add_verbose, run_cli
 from crossmodalnet.errors import DataError
+from crossmodalnet.utils.atomic import atomic_path
 
 # imported on first use: `crossmodalnet-saliency --help` must not wait seconds for them
 ad = lazy("anndata")
@@ -91,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(lambda: _run(args), verbose=args.verbose)
 
 
+def _csv(frame, path: Path) -> None:
+    """A table written whole, then renamed into place (crossmodalnet/utils/atomic.py)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
@@ -141,10 +148,10 @@ def _run(args) -> int:
         if adata.isbacked:
             adata.file.close()
     out.mkdir(parents=True, exist_ok=True)
-    result.to_long(args.rank_by).to_csv(out / "saliency.csv", index=False)
+    _csv(result.to_long(args.rank_by), out / "saliency.csv")
     top = pd.concat([result.top(p, args.top) for p in result.proteins], ignore_index=True)
-    top.to_csv(out / "top_genes.csv", index=False)
-    result.unranked.to_csv(out / "unranked.csv", index=False)
+    _csv(top, out / "top_genes.csv")
+    _csv(result.unranked, out / "unranked.csv")
     shown_cols = [c for c in ("protein", "rank", "gene", "score", "rank_lo", "rank_hi", "association")
                   if c in top.columns]
     with pd.option_context("display.width", 120, "display.max_rows", 60):
@@ -179,7 +186,8 @@ def _run(args) -> int:
             _gsea(result, protein, args, out / f"gsea_{tag}")
     if args.output_h5ad:
         result.add_to(adata, k=args.top)
-        adata.write_h5ad(Path(args.output_h5ad).expanduser())
+        with atomic_path(Path(args.output_h5ad).expanduser()) as tmp:  # written whole, then renamed
+            adata.write_h5ad(tmp)
     print(f"saliency ({args.method}) of {len(result.proteins)} proteins over {result.n_cells} cells written to "
           f"{out}")
     return 0
@@ -191,7 +199,7 @@ def _gsea(result, protein: str, args, stem: Path) -> None:
 
     res = saliency_gsea(result, protein, args.gmt, direction=args.gsea_direction, top=args.gsea_top,
                         permutation_num=args.gsea_permutations, min_size=3 if args.gsea_top else 5)
-    res.table.to_csv(f"{stem}.csv", index=False)
+    _csv(res.table, Path(f"{stem}.csv"))
     plots.plot_gsea_running_score(res, res.table["term"].iloc[0], f"{stem}.png", protein=protein)
     print(f"GSEA {protein}: top set {res.table['term'].iloc[0]!r} (NES {res.table['nes'].iloc[0]:.2f}, "
           f"FDR {res.table['fdr'].iloc[0]:.3g})")

@@ -37,7 +37,10 @@ class Split:
         return pd.DataFrame({"cell": list(obs_names), "split": labels})
 
     def save(self, path: Path, obs_names: Sequence[str]) -> None:
-        self.to_frame(obs_names).to_csv(path, index=False)
+        from crossmodalnet.utils.atomic import atomic_path
+
+        with atomic_path(path) as tmp:  # written whole, then renamed
+            self.to_frame(obs_names).to_csv(tmp, index=False)
 
 
 def _fraction_counts(n: int, val: float, test: float, calibration: float = 0.0) -> tuple[int, int, int, int]:

@@ -102,10 +102,9 @@ class ConformalCalibration:
                    str(np.asarray(d.get("source", "val"))))
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, **self.to_dict())
-        return path
+        from crossmodalnet.utils.atomic import atomic_write
+
+        return atomic_write(path, lambda f: np.savez_compressed(f, **self.to_dict()), binary=True)
 
     @classmethod
     def load(cls, path: str | Path) -> "ConformalCalibration":

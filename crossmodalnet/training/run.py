@@ -30,7 +30,7 @@ from crossmodalnet.inference.load import save_model
 from crossmodalnet.inference.manifest import MODEL_DIR
 from crossmodalnet.inference.split_predictions import predict_split
 from crossmodalnet.training.evaluate import extra_metrics, reference_warning, write_run_figures
-from crossmodalnet.utils.atomic import atomic_path
+from crossmodalnet.utils.atomic import atomic_path, atomic_text
 from crossmodalnet.training.guards import FiniteGuard, write_metrics
 from crossmodalnet.training.rundir import prepare_from_config, unlock_run_dir
 from crossmodalnet.training.distributed import DistributedTraining, GlobalBatchNormSync
@@ -163,7 +163,7 @@ def start_run(cfg: DictConfig) -> Path:
 
 def write_run_inputs(cfg: DictConfig, dm: CiteDataModule, run_dir: Path) -> None:
     """The resolved config and the split: enough to rerun the run or to know which cells it saw."""
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    atomic_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     dm.save_split(run_dir / "split.csv")
 
 
