@@ -20,6 +20,7 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from crossmodalnet.utils.atomic import atomic_text, write_csv
 from crossmodalnet.baselines.base import BaselineUnavailable
 from crossmodalnet.utils.config_dir import CONFIG_DIR
 
@@ -222,7 +223,7 @@ def run_table(spec: TableSpec, out_dir: Path) -> pd.DataFrame:
         for seed in spec.seeds:
             row = run_method(method, seed, [*base, *extra], out_dir / "runs" / method / f"seed{seed}")
             rows.append(row)
-            pd.DataFrame(rows).to_csv(out_dir / "runs.csv", index=False)  # progress survives an interruption
+            write_csv(pd.DataFrame(rows), out_dir / "runs.csv")  # progress survives an interruption
             if row["status"] == "unavailable":
                 break  # same reason for every seed
     return pd.DataFrame(rows)
@@ -277,8 +278,8 @@ def markdown_table(summary: pd.DataFrame, title: str, context: str, with_paper: 
 def write_table(summary: pd.DataFrame, out_dir: Path, name: str, title: str, context: str,
                 with_paper: bool = True) -> tuple[Path, Path]:
     md, csv = out_dir / f"{name}.md", out_dir / f"{name}.csv"
-    summary.to_csv(csv, index=False)
-    md.write_text(markdown_table(summary, title, context, with_paper))
+    write_csv(summary, csv)
+    atomic_text(md, markdown_table(summary, title, context, with_paper))
     return md, csv
 
 
@@ -390,7 +391,7 @@ def table_cli(kind: str, argv: Sequence[str] | None = None) -> Path:
         sections.append(md.read_text())
     md = out_dir / f"{kind}.md"
     if ood:  # one file with a section per held-out time (each also in its own folder, with its CSV)
-        md.write_text("\n".join(sections))
+        atomic_text(md, "\n".join(sections))
     print(md.read_text())
     print(f"wrote {md} (per-run metrics: runs.csv in {out_dir}{'/holdout_*' if ood else ''})")
     return md
@@ -418,7 +419,7 @@ def run_s2(sizes: dict[str, tuple[int, int]], methods: Sequence[str], out_dir: P
             row = run_method(method, seed, [*data, *extra], out_dir / "runs" / size / method)
             row.update(size=size, n_cells=n_cells, n_genes=n_genes, n_proteins=n_proteins)
             rows.append(row)
-            pd.DataFrame(rows).to_csv(out_dir / "runs.csv", index=False)
+            write_csv(pd.DataFrame(rows), out_dir / "runs.csv")
     return pd.DataFrame(rows)
 
 
@@ -515,8 +516,8 @@ def s2_cli(argv: Sequence[str] | None = None) -> Path:
                f"{os.cpu_count()} cores shared with other jobs; the paper: Intel Xeon 6248R, no GPU.\n\n"
                f"Command: `{command}`")
     md, csv = args.out / "table_s2.md", args.out / "table_s2.csv"
-    summary.to_csv(csv, index=False)
-    md.write_text(markdown_s2(summary, sizes, context))
+    write_csv(summary, csv)
+    atomic_text(md, markdown_s2(summary, sizes, context))
     print(md.read_text())
     print(f"wrote {md} and {csv} (per-run metrics: {args.out / 'runs.csv'})")
     return md

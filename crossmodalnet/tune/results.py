@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from crossmodalnet.utils.atomic import atomic_text, write_csv
 from crossmodalnet.tune.space import DRIVER_ONLY_KEYS, Hyperparameter
 
 #: config groups the best experiment file does not re-select (itself, the sweep's own, Hydra's, the run paths)
@@ -118,7 +119,7 @@ def write_best_experiment(cfg: DictConfig, choices: Mapping[str, Any], params: M
                            else OmegaConf.to_container(conf))
     header = "".join(f"# {line}\n" for line in note.splitlines())
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# @package _global_\n{header}{OmegaConf.to_yaml(doc)}")
+    atomic_text(path, f"# @package _global_\n{header}{OmegaConf.to_yaml(doc)}")
     return path
 
 
@@ -136,7 +137,7 @@ def write_markdown(table: pd.DataFrame, space: Mapping[str, Hyperparameter], ran
               "| hyperparameter | distribution | abs(rho) |", "|---|---|---|"]
     for name, rho in ranking.items():
         lines.append(f"| {name} | {space[name].distribution} | {_fmt(rho)} |")
-    path.write_text("\n".join(lines) + "\n")
+    atomic_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -218,7 +219,7 @@ def write_all(table: pd.DataFrame, space: Mapping[str, Hyperparameter], cfg: Dic
     col = metric_column(metric, mode)
     files: dict[str, Path] = {}
     files["csv"] = out_dir / "tune_results.csv"
-    table.to_csv(files["csv"], index=False)
+    write_csv(table, files["csv"])
     if table.empty:
         return files
     ranking = importance(table, space, col)

@@ -74,3 +74,10 @@ def atomic_write(path: str | Path, write: Callable[[IO], object], binary: bool =
 
 def atomic_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text))
+
+
+def write_csv(frame, path: str | Path, index: bool = False) -> Path:
+    """``frame.to_csv`` (a pandas DataFrame), written whole and renamed into place."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=index)
+    return Path(path)
