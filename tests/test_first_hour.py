@@ -422,7 +422,8 @@ def test_lightgbm_reports_progress_and_stops_each_protein_on_the_validation_cell
                          rng.normal(size=260),                             # noise: stops early
                          x[:, 1] - x[:, 2] + rng.normal(scale=0.1, size=260)])
     model = LightGBMBaseline(n_iter=2, cv=2, search_proteins=2, log_every=2, max_rounds=150,
-                             early_stopping_rounds=5, search_space={"num_leaves": [4, 7]})
+                             early_stopping_rounds=5, search_space={"num_leaves": [4, 7]},
+                             final_rounds="validation")
     with caplog.at_level(logging.INFO, logger="crossmodalnet.baselines.lightgbm"):
         model.fit(x[:200], y[:200], x[200:], y[200:])
     lines = [r.getMessage() for r in caplog.records]
@@ -433,6 +434,9 @@ def test_lightgbm_reports_progress_and_stops_each_protein_on_the_validation_cell
     assert model.rounds_[1] < model.rounds_[0]  # the noise protein stopped sooner than the learnable one
     pred = model.predict(x[200:])
     assert np.corrcoef(pred[:, 0], y[200:, 0])[0, 1] > 0.9
+    default = LightGBMBaseline(n_iter=2, cv=2, search_proteins=2, max_rounds=150, early_stopping_rounds=5,
+                               search_space={"num_leaves": [4, 7]}).fit(x[:200], y[:200], x[200:], y[200:])
+    assert default.rounds_ == [default.search_rounds_] * 3  # final_rounds=search: the CV's best number for all
 
 
 def test_svd_auto_keeps_the_genes_for_lightgbm():
