@@ -20,7 +20,7 @@ from crossmodalnet.training.run import train
 from conftest import train_config
 
 MODELS = ["crossmodalnet", "mlp_mse", "mlp_nlc", "linear", "ridge", "svd_ridge", "lightgbm", "scipenn"]
-SMALL = {"lightgbm": ["model.n_iter=0", "model.base_params.n_estimators=20"],
+SMALL = {"lightgbm": ["model.n_iter=0", "model.max_rounds=20"],
          "scipenn": ["model.n_epochs=3"]}
 
 
