@@ -41,8 +41,8 @@ def test_training_run_writes_its_figures(trained_ood_run):
     day); the rest name what they show."""
     run_dir = trained_ood_run[0]
     names = sorted(p.name for p in (run_dir / "plots").glob("*.png"))
-    assert names == ["measured_vs_predicted.png", "pearson_per_protein.png", "time_effects.png",
-                     "training_curves.png"]
+    assert names == ["measured_vs_predicted.png", "measured_vs_predicted_grid.png", "pearson_per_protein.png",
+                     "time_effects.png", "training_curves.png"]
     effects = png_text(run_dir / "plots" / "time_effects.png")
     assert "Learned time effect" in effects and "True time effect (simulator)" in effects
     assert "(i) interpolated" in effects
@@ -52,7 +52,7 @@ def test_training_run_writes_its_figures(trained_ood_run):
     assert "held-out day 3 cells" in scatter and "Pearson r = " in scatter and "measured P0" in scatter
     assert "lineage" in scatter  # the simulator's cell-type-like column colours the cells
     curves = png_text(run_dir / "plots" / "training_curves.png")
-    assert "train-mean predictor" in curves and "train/w_nlc" in curves and "train/dis_ce" in curves
+    assert "train-mean predictor" in curves and "weight of NLC" in curves and "discriminator cross-entropy" in curves
     assert "12 proteins" in png_text(run_dir / "plots" / "pearson_per_protein.png")
 
 
@@ -72,7 +72,7 @@ def test_measured_vs_predicted(tmp_path):
     text = png_text(path)
     assert "CD38 on 200 query cells, by day" in text and "by cell_type" in text
     assert text.index("day 2 (n=100)") < text.index("day 7 (n=50)") < text.index("day 10 (n=50)")
-    assert "other (7 groups)" in text and "y = x" in text
+    assert "other (7 groups" in text and "y = x" in text
 
 
 def test_pearson_per_protein_and_accuracy_by_time(tmp_path):
@@ -182,6 +182,7 @@ def test_predict_figures_leave_out_the_cells_the_model_was_trained_on(tmp_path, 
     pred = predict(model, ad.read_h5ad(data), time_key="day")
     measured = cells.obsm["protein"][list(pred.var_names)]
     written = _write_figures(model, pred, measured, {}, tmp_path / "plots", data)
-    assert sorted(p.name for p in written)[:2] == ["accuracy_by_time.png", "pearson_per_protein.png"]
+    assert sorted(p.name for p in written)[:3] == ["accuracy_by_time.png", "measured_vs_predicted_grid.png",
+                                                   "pearson_per_protein.png"]
     text = png_text(next(p for p in written if p.name.startswith("predicted_")))
     assert "on 100 input cells not used in training (200 training cells left out)" in text

@@ -153,8 +153,9 @@ def test_cli_writes_predictions_and_figures(trained_ood_run, new_cells, tmp_path
     pred = ad.read_h5ad(out)
     assert pred.shape == (300, 12) and (pred.obs["prediction_time"] == "3").all()
     plots = sorted(p.name for p in (tmp_path / "out" / "pred_plots").glob("*.png"))
-    # the best-predicted protein and all proteins' Pearson; the time embedding is drawn at training, not here
-    assert len(plots) == 2 and plots[0] == "pearson_per_protein.png" and plots[1].startswith("predicted_P0")
+    # the grid of the most variable proteins, the best-predicted one and all proteins' Pearson; the time embedding is drawn at training, not here
+    assert len(plots) == 3 and plots[:2] == ["measured_vs_predicted_grid.png", "pearson_per_protein.png"]
+    assert plots[2].startswith("predicted_P0")
     assert inp.stat().st_mtime_ns == stamp
     capsys.readouterr()
     assert main(["--checkpoint", ckpt, "--input", str(inp), "--output", str(inp), "--time", "3"]) == 2

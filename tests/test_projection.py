@@ -206,7 +206,7 @@ def test_checkpoint_keeps_genes_and_projection_and_predict_applies_it(svd_run):
     ("mlp_nlc", ["trainer.max_epochs=1", "model.latent_dim=16"]),
     ("ridge", []),
     ("linear", []),
-    ("lightgbm", ["model.n_iter=0", "model.base_params.n_estimators=5"]),
+    ("lightgbm", ["model.n_iter=0", "model.max_rounds=5"]),
 ])
 def test_every_model_trains_on_svd_components(tmp_path, model_name, extra):
     from hydra import compose, initialize_config_dir

@@ -91,8 +91,8 @@ QUICK_METHOD: dict[str, list[str]] = {
     "crossmodalnet": ["trainer.max_epochs=2", "model.latent_dim=32", "model.dis_hidden=16"],
     "mlp_mse": ["trainer.max_epochs=2", "model.latent_dim=32"],
     "mlp_nlc": ["trainer.max_epochs=2", "model.latent_dim=32"],
-    "lightgbm": ["model.n_iter=1", "model.cv=2", "model.search_proteins=2", "model.base_params.n_estimators=10",
-                 "model.search_space.n_estimators=[10]", "model.search_space.num_leaves=[7]"],
+    "lightgbm": ["model.n_iter=1", "model.cv=2", "model.search_proteins=2", "model.max_rounds=10",
+                 "model.search_space.num_leaves=[7]"],
     "scipenn": ["model.n_epochs=2"],
     "svd_ridge": ["model.n_components=16"],
 }
