@@ -1,7 +1,8 @@
-"""Load any model ``train()`` saved, for prediction: CrossmodalNet and MLP Lightning checkpoints, the fit/predict
-baselines' ``.joblib`` files, or a run dir that holds one of them. Every loaded model answers the same call,
-``model(x, time_weights) -> proteins`` (torch tensors), and carries ``gene_names``, ``protein_names``,
-``preprocessing`` and ``time_axis``, so :func:`crossmodalnet.inference.predict.predict` treats them alike.
+"""Save and load any model ``train()`` fits: the saved model of a finished run (``<run dir>/model/``, see
+:mod:`crossmodalnet.inference.manifest`), found from the run dir, the model folder or a file of the run. Every
+loaded model answers the same call, ``model(x, time_weights) -> proteins`` (torch tensors), and carries
+``gene_names``, ``protein_names``, ``preprocessing`` and ``time_axis``, so
+:func:`crossmodalnet.inference.predict.predict` treats them alike.
 """
 from __future__ import annotations
 
@@ -53,9 +54,9 @@ def load_trained(path: str | Path, map_location: str = "cpu"):
     folder = resolve_model_path(path)
     manifest = Manifest.read(folder)
     cls = manifest.model_type()
-    model = cls.from_saved(folder / manifest.weights, manifest, map_location) if hasattr(cls, "from_saved") else None
-    if model is None:
+    if not hasattr(cls, "from_saved"):
         raise DataError(f"{folder}: model class {manifest.model_class} cannot be loaded (no from_saved)")
+    model = cls.from_saved(folder / manifest.weights, manifest, map_location)
     from crossmodalnet.baselines.base import Baseline
 
     if isinstance(model, Baseline):
