@@ -67,7 +67,18 @@ VARIANTS: dict[str, list[str]] = {
     "spline_after_bn_output": _cmn("spline", "after_bn+output"),
     "fourier_film_output": _cmn("fourier", "film+output"),
     "mlp_film_output": _cmn("mlp", "film+output"),
+    # the shipped default, and one change at a time (issue 18 item 6: re-state the defaults on selection seeds)
+    "default": [],
+    "default_patience20": ["callbacks.early_stopping.patience=20"],
+    "default_dis_lambda0": ["model.dis_lambda=0.0"],
+    "default_dis_lambda05": ["model.dis_lambda=0.5"],
+    "default_time_init_std1": ["model.time_init_std=1.0"],
+    "default_sq_norm": ["model.reconstruction=sq_norm"],
     # baselines (time-blind and time-aware rows)
+    "mlp_mse_poly": ["model=mlp_mse", "model.time_features=poly"],
+    "mlp_mse_poly_patience20": ["model=mlp_mse", "model.time_features=poly", "callbacks.early_stopping.patience=20"],
+    "mlp_nlc_poly": ["model=mlp_nlc", "model.time_features=poly"],
+    "mlp_nlc_poly_patience20": ["model=mlp_nlc", "model.time_features=poly", "callbacks.early_stopping.patience=20"],
     "svd_ridge": ["model=svd_ridge"],
     "svd_ridge_onehot": ["model=svd_ridge", "model.time_features=onehot"],
     "svd_ridge_poly": ["model=svd_ridge", "model.time_features=poly"],

@@ -42,6 +42,8 @@ def results_table(grid, space: Mapping[str, Hyperparameter], metric: str, mode: 
         else:
             per_epoch = pd.DataFrame()
         values = per_epoch[metric].dropna() if metric in per_epoch else pd.Series(dtype=float)
+        if not len(values) and final.get("completed") == 1 and final.get(metric) is not None:
+            values = pd.Series([float(final[metric])])  # a baseline: no epochs, one report at the end
         trial_id = str(final.get("trial_id") or Path(str(result.path)).name.removeprefix("trial_"))
         # STOPPED: reported but did not finish (stopped by ASHA, or cut off by an interruption); PENDING: no report
         status = ("ERROR" if result.error else "COMPLETED" if final.get("completed") == 1
@@ -184,6 +186,7 @@ def plot_sweep(table: pd.DataFrame, space: Mapping[str, Hyperparameter], ranking
         values, metric = table.loc[ok, name], table.loc[ok, metric_col].astype(float)
         if hp.categorical:
             cats = list(hp.values)
+            cats += [v for v in dict.fromkeys(values) if not hp.contains(v)]  # e.g. an outside "defaults" trial
             pos = np.array([next(i for i, c in enumerate(cats) if c == v and isinstance(c, bool) == isinstance(v, bool))
                             for v in values], dtype=float)
             xs = pos + np.random.default_rng(0).uniform(-0.12, 0.12, len(pos))

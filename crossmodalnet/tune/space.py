@@ -2,11 +2,14 @@
 ``model.lr``), checked against the composed config and turned into Ray Tune domains (Table S1)."""
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 DRIVER_ONLY_KEYS = ("tune", "ray", "hparams_search")
 
@@ -189,6 +192,21 @@ def load_search_space(search: Mapping[str, Any] | DictConfig | None, cfg: DictCo
 def param_space(space: Mapping[str, Hyperparameter]) -> dict[str, Any]:
     """Ray Tune's ``param_space``: flat, keyed by config key."""
     return {name: hp.domain() for name, hp in space.items()}
+
+
+def current_values(cfg: DictConfig, space: Mapping[str, Hyperparameter]) -> dict[str, Any]:
+    """The composed config's own value of every searched key: the sweep's "defaults" trial
+    (``tune.include_default``), so a search can only match or improve on the configuration it started from. A value
+    the space cannot draw (a budget an experiment lowered) is replaced by the row's ``default``, with a warning."""
+    out = {}
+    for name, hp in space.items():
+        value = OmegaConf.select(cfg, name)
+        if not hp.contains(value) and hp.default is not None and hp.contains(hp.default):
+            log.warning("%s=%r lies outside its search space; the defaults trial uses the row's default %r",
+                        name, value, hp.default)
+            value = hp.default
+        out[name] = value
+    return out
 
 
 def apply_params(cfg: DictConfig, params: Mapping[str, Any], space: Mapping[str, Hyperparameter]) -> DictConfig:

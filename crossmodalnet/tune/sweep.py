@@ -24,7 +24,7 @@ os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from crossmodalnet.tune.space import (DRIVER_ONLY_KEYS, Hyperparameter, TuneConfigError,  # noqa: F401
-                                      apply_params, load_search_space, param_space)
+                                      apply_params, current_values, load_search_space, param_space)
 
 log = logging.getLogger("crossmodalnet")
 
@@ -204,6 +204,16 @@ def _scheduler(s: DictConfig, cfg: DictConfig):
                          grace_period=min(int(s.asha_grace_period), max_t), reduction_factor=s.asha_reduction_factor)
 
 
+def _first_points(s: DictConfig, cfg: DictConfig, space: Mapping[str, Hyperparameter]) -> list[dict[str, Any]]:
+    """``tune.include_default``: the first trial runs the composed config's own values (it counts against
+    ``num_samples``, replacing one random draw)."""
+    if not s.get("include_default", False):
+        return []
+    point = current_values(cfg, space)
+    log.info("the first trial runs the config's own values: %s", point)
+    return [point]
+
+
 def run_sweep(cfg: DictConfig, choices: Mapping[str, Any] | None = None) -> SweepOutcome:
     """Run (or resume) the random search described by ``cfg.tune`` over ``cfg.hparams_search``.
 
@@ -262,7 +272,8 @@ def run_sweep(cfg: DictConfig, choices: Mapping[str, Any] | None = None) -> Swee
                     metric=s.metric, mode=s.mode, num_samples=int(s.num_samples),
                     # random search; Tune ignores TuneConfig.max_concurrent_trials with this generator
                     search_alg=BasicVariantGenerator(random_state=int(s.seed),
-                                                     max_concurrent=int(s.max_concurrent_trials or 0)),
+                                                     max_concurrent=int(s.max_concurrent_trials or 0),
+                                                     points_to_evaluate=_first_points(s, cfg, space)),
                     scheduler=_scheduler(s, cfg),
                     # (with a URI storage each trial needs its own working dir, hence its own process)
                     reuse_actors=bool(s.get("reuse_actors", False)) and not uri,
