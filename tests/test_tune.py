@@ -118,6 +118,8 @@ def test_clean_and_contains():
     wd = Hyperparameter("model.weight_decay", "pow10_randint", -7, -3)
     assert wd.powers() == [1e-7, 1e-6, 1e-5, 1e-4, 1e-3]
     assert wd.contains(1e-3) and wd.contains(1e-7) and not wd.contains(5e-6) and not wd.contains(1e-2)
+    # a drawn power is exact; the shipped 5e-6 (the "defaults" trial) is kept, not moved to 1e-5
+    assert wd.clean(1.0000000000000002e-05) == 1e-05 and wd.clean(5e-6) == 5e-6
     bn = Hyperparameter("model.batch_norm", "choice", values=(True, False))
     assert bn.contains(False) and not bn.contains(0)
     alpha = Hyperparameter("model.gradnorm_alpha", "quniform", 0, 3, 0.1)

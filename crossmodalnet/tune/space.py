@@ -83,8 +83,10 @@ class Hyperparameter:
             steps = round(value / self.q)
             decimals = max(0, -math.floor(math.log10(self.q))) + 6
             return round(steps * self.q, decimals)
-        if self.distribution == "pow10_randint":
-            return float(f"1e{round(math.log10(value))}")
+        if self.distribution == "pow10_randint" and isinstance(value, (int, float)) and value > 0:
+            k = math.log10(value)
+            # a drawn power of ten, exact; any other value (the shipped 5e-6 of Table S1's defaults) is kept
+            return float(f"1e{round(k)}") if abs(k - round(k)) < 1e-6 else float(value)
         return value
 
     def contains(self, value: Any, tol: float = 1e-9) -> bool:
