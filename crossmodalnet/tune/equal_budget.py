@@ -56,7 +56,8 @@ IN_DISTRIBUTION = Setting("in_distribution", "in distribution")
 SETTINGS: dict[str, list[Setting]] = {
     "synthetic_drift": [IN_DISTRIBUTION, Setting("holdout_3", "day 3 held out", ("data.holdout_time=3",)),
                         Setting("holdout_6", "day 6 (last) held out", ("data.holdout_time=6",))],
-    "synthetic": [IN_DISTRIBUTION, Setting("holdout_3", "day 3 held out", ("data.holdout_time=3",))],
+    "synthetic": [IN_DISTRIBUTION, Setting("holdout_3", "day 3 held out", ("data.holdout_time=3",)),
+                  Setting("holdout_4", "day 4 (last) held out", ("data.holdout_time=4",))],
     "bmmc": [IN_DISTRIBUTION],
 }
 
