@@ -74,6 +74,9 @@ VARIANTS: dict[str, list[str]] = {
     "default_dis_lambda05": ["model.dis_lambda=0.5"],
     "default_time_init_std1": ["model.time_init_std=1.0"],
     "default_sq_norm": ["model.reconstruction=sq_norm"],
+    "default_spline": ["model.time_encoding=spline"],
+    "default_poly3": ["model.time_degree=3"],
+    "default_lookup": ["model.time_encoding=lookup", "model.time_extrapolation=nearest"],
     # baselines (time-blind and time-aware rows)
     "mlp_mse_poly": ["model=mlp_mse", "model.time_features=poly"],
     "mlp_mse_poly_patience20": ["model=mlp_mse", "model.time_features=poly", "callbacks.early_stopping.patience=20"],

@@ -270,8 +270,8 @@ def markdown(spec: EqualBudgetSpec, runs: pd.DataFrame, choices: Sequence[SweepC
              f"{b.trials - 1} random draws from `configs/hparams_search/<space>.yaml`), ranked by validation "
              f"per-cell Pearson on selection seed {b.selection_seed}"
              + (f" (simulated data set {b.selection_seed})" if spec.data.startswith("synthetic") else "")
-             + f"; the best configuration is reported on seeds {list(b.report_seeds)} "
-             + ("(simulated data set 0)" if spec.data.startswith("synthetic") else "")
+             + f"; the best configuration is reported on seeds {list(b.report_seeds)}"
+             + (" (simulated data set 0)" if spec.data.startswith("synthetic") else "")
              + f". Every baseline gets the time as `model.time_features={spec.time_input or TIME_INPUT[spec.data]}`. "
              "Test per-cell Pearson, mean ± SD over the report seeds; **bold**: the best tuned row per column."
              + (" Quick mode (tiny data and budgets)." if spec.quick else ""), "",
