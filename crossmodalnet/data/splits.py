@@ -10,6 +10,7 @@ import pandas as pd
 
 from crossmodalnet.data.timepoints import time_value
 from crossmodalnet.data.validate import DataError
+from crossmodalnet.utils.atomic import atomic_path
 
 SPLITS = ("train", "val", "test")
 CALIBRATION = "calibration"  # optional fourth split: cells only the conformal intervals see (data.split.calibration)
@@ -37,8 +38,6 @@ class Split:
         return pd.DataFrame({"cell": list(obs_names), "split": labels})
 
     def save(self, path: Path, obs_names: Sequence[str]) -> None:
-        from crossmodalnet.utils.atomic import atomic_path
-
         with atomic_path(path) as tmp:  # written whole, then renamed
             self.to_frame(obs_names).to_csv(tmp, index=False)
 

@@ -168,14 +168,15 @@ def with_time_rows(methods: Sequence[str], encodings: Sequence[str]) -> list[str
     return list(dict.fromkeys(out))
 
 
-def data_overrides(data: str, quick: bool) -> list[str]:
-    """``data=<name>``; the simulator's data set is fixed across seeds (seeds vary split and initialisation)."""
+def data_overrides(data: str, quick: bool, data_seed: int = 0) -> list[str]:
+    """``data=<name>``; the simulator's data set is fixed across seeds (seeds vary split and initialisation): the
+    one simulated with ``data_seed``."""
     if not (Path(CONFIG_DIR) / "data" / f"{data}.yaml").exists():
         have = sorted(p.stem for p in (Path(CONFIG_DIR) / "data").glob("*.yaml"))
         raise ValueError(f"no data config configs/data/{data}.yaml (have: {have})")
     out = [f"data={data}"]
     if data.startswith("synthetic"):
-        out.append("data.source.seed=0")
+        out.append(f"data.source.seed={data_seed}")
         if quick:
             out += QUICK_DATA
     return out

@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 from hydra import compose, initialize_config_dir
 
-from crossmodalnet.training.tables import (COMMON_OVERRIDES, METHODS, QUICK_DATA, QUICK_METHOD, SEES_TIME_ALWAYS,
-                                           run_method)
+from crossmodalnet.training.tables import (COMMON_OVERRIDES, METHODS, QUICK_METHOD, SEES_TIME_ALWAYS,
+                                           data_overrides, run_method)
+from crossmodalnet.tune.results import metric_column
 from crossmodalnet.tune.sweep import run_sweep
 from crossmodalnet.utils.atomic import atomic_text, write_csv
 from crossmodalnet.utils.config_dir import CONFIG_DIR
@@ -118,15 +119,6 @@ def override_value(value: Any) -> str:
     return str(value)
 
 
-def data_overrides(data: str, data_seed: int, quick: bool) -> list[str]:
-    out = [f"data={data}"]
-    if data.startswith("synthetic"):
-        out.append(f"data.source.seed={data_seed}")  # the simulated data set itself
-        if quick:
-            out += QUICK_DATA
-    return out
-
-
 def _check(spec: EqualBudgetSpec) -> None:
     unknown = [m for m in spec.methods if m not in SPACES]
     if unknown:
@@ -152,13 +144,14 @@ def settings_of(spec: EqualBudgetSpec) -> list[Setting]:
     return [by_key[k] for k in spec.settings]
 
 
-def method_overrides(spec: EqualBudgetSpec, method: str) -> list[str]:
-    """Overrides shared by a method's sweep and its report runs: fixed settings, quick budgets, the time input."""
-    time_input = spec.time_input or TIME_INPUT[spec.data]
-    out = [*(QUICK_METHOD.get(method, []) if spec.quick else []), *METHOD_FIXED.get(method, [])]
-    if method not in SEES_TIME_ALWAYS:
-        out.append(f"model.time_features={time_input}")
-    return out
+def fixed_overrides(spec: EqualBudgetSpec, method: str) -> list[str]:
+    """Overrides shared by a method's sweep and its report runs: quick budgets, then the settings fixed for it."""
+    return [*(QUICK_METHOD.get(method, []) if spec.quick else []), *METHOD_FIXED.get(method, [])]
+
+
+def time_encoding(spec: EqualBudgetSpec) -> str:
+    """The baselines' time input for this data set (``model.time_features``)."""
+    return spec.time_input or TIME_INPUT[spec.data]
 
 
 def sweep_method(spec: EqualBudgetSpec, method: str, out_dir: Path) -> SweepChoice:
@@ -169,25 +162,26 @@ def sweep_method(spec: EqualBudgetSpec, method: str, out_dir: Path) -> SweepChoi
         return SweepChoice(**json.loads(saved.read_text()))
     b = spec.budget
     space = SPACES[method]
-    overrides = [*data_overrides(spec.data, b.selection_seed, spec.quick), f"model={method}",
+    sees_time = [] if method in SEES_TIME_ALWAYS else [f"model.time_features={time_encoding(spec)}"]
+    overrides = [*data_overrides(spec.data, spec.quick, data_seed=b.selection_seed), f"model={method}",
                  f"hparams_search={space}", f"seed={b.selection_seed}", *COMMON_OVERRIDES, *spec.overrides,
-                 *method_overrides(spec, method), f"tune.num_samples={b.trials}", "tune.include_default=true",
-                 f"tune.seed={b.selection_seed}", f"ray.num_cpus={b.cpus}", "tune.verbose=0",
-                 f"paths.output_dir={out_dir}"]
+                 *fixed_overrides(spec, method), *sees_time, f"tune.num_samples={b.trials}",
+                 "tune.include_default=true", f"tune.seed={b.selection_seed}", f"ray.num_cpus={b.cpus}",
+                 "tune.verbose=0", f"paths.output_dir={out_dir}"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("tune", overrides=overrides)
     start = time.perf_counter()
     outcome = run_sweep(cfg, choices={"data": spec.data, "model": method, "hparams_search": space})
     seconds = time.perf_counter() - start
     table = outcome.table
-    metric = "val/pearson_cell_max"
+    metric = metric_column(cfg.tune.metric, cfg.tune.mode)   # each trial's best epoch
     done = table[table["status"] == "COMPLETED"]
     if done.empty:
         raise RuntimeError(f"{method}: no trial of the sweep in {out_dir} finished; see its tune_results.csv")
     best = done.iloc[0]
-    keys = [c for c in table.columns if c in _space_keys(cfg)]
     default_rows = table[table["trial_index"] == 0]
-    choice = SweepChoice(method=method, space=space, params={k: _plain(best[k]) for k in keys},
+    choice = SweepChoice(method=method, space=space,
+                         params={name: hp.clean(best[name]) for name, hp in outcome.space.items()},
                          best_val=float(best[metric]),
                          default_val=float(default_rows[metric].iloc[0]) if len(default_rows) else float("nan"),
                          best_trial=int(best["trial_index"]), trials=len(table), seconds=seconds,
@@ -196,21 +190,10 @@ def sweep_method(spec: EqualBudgetSpec, method: str, out_dir: Path) -> SweepChoi
     return choice
 
 
-def _space_keys(cfg) -> set[str]:
-    from crossmodalnet.tune.space import load_search_space
-
-    return set(load_search_space(cfg.hparams_search, cfg))
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
-
-
 def report_runs(spec: EqualBudgetSpec, method: str, params: Mapping[str, Any], label: str,
                 out_dir: Path) -> list[dict]:
     """Train and test ``params`` on every report seed in every setting; a finished run is read, not re-run."""
-    time_input = spec.time_input or TIME_INPUT[spec.data]
-    row = row_name(method, time_input)
+    row = row_name(method, time_encoding(spec))  # run_method gives a baseline row its time features
     chosen = [f"{k}={override_value(v)}" for k, v in params.items()]
     rows = []
     for setting in settings_of(spec):
@@ -222,9 +205,8 @@ def report_runs(spec: EqualBudgetSpec, method: str, params: Mapping[str, Any], l
                 result = {"method": row, "seed": seed, "run_dir": str(run_dir), "status": "ok", "note": "",
                           **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
             else:
-                overrides = [*data_overrides(spec.data, 0, spec.quick), *spec.overrides, *setting.overrides,
-                             *[o for o in method_overrides(spec, method) if not o.startswith("model.time_features=")],
-                             *chosen]
+                overrides = [*data_overrides(spec.data, spec.quick), *spec.overrides, *setting.overrides,
+                             *fixed_overrides(spec, method), *chosen]
                 result = run_method(row, seed, overrides, run_dir)
             result.update(setting=setting.key, setting_label=setting.label, config=label, base_method=method)
             rows.append(result)
@@ -272,7 +254,7 @@ def markdown(spec: EqualBudgetSpec, runs: pd.DataFrame, choices: Sequence[SweepC
              + (f" (simulated data set {b.selection_seed})" if spec.data.startswith("synthetic") else "")
              + f"; the best configuration is reported on seeds {list(b.report_seeds)}"
              + (" (simulated data set 0)" if spec.data.startswith("synthetic") else "")
-             + f". Every baseline gets the time as `model.time_features={spec.time_input or TIME_INPUT[spec.data]}`. "
+             + f". Every baseline gets the time as `model.time_features={time_encoding(spec)}`. "
              "Test per-cell Pearson, mean ± SD over the report seeds; **bold**: the best tuned row per column."
              + (" Quick mode (tiny data and budgets)." if spec.quick else ""), "",
              "| Method | config | " + " | ".join(s.label for s in settings) + " |",

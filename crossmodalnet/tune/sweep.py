@@ -169,6 +169,7 @@ class SweepOutcome:
     files: dict[str, Path] = field(default_factory=dict)
     interrupted: bool = False
     resumed: bool = False
+    space: dict[str, Hyperparameter] = field(default_factory=dict)   # the rows searched
 
 
 def _settings(cfg: DictConfig) -> DictConfig:
@@ -300,4 +301,4 @@ def run_sweep(cfg: DictConfig, choices: Mapping[str, Any] | None = None) -> Swee
     table = tune_results.results_table(grid, space, s.metric, s.mode)
     files = tune_results.write_all(table, space, cfg, dict(choices or {}), out_dir, s)
     return SweepOutcome(out_dir=out_dir, experiment_path=experiment_path, table=table, files=files,
-                        interrupted=interrupted, resumed=resume)
+                        interrupted=interrupted, resumed=resume, space=space)
